@@ -1,0 +1,1 @@
+"""Our models. Importing this package registers our backbones in ``BACKBONE_REGISTRY``."""
