@@ -10,6 +10,7 @@ with a real compiled detectron2 they step aside.
 import importlib
 
 from . import (
+    anchors,
     c_ops,
     checkpoint,
     export,
@@ -54,6 +55,7 @@ def apply():
         # fixes to detectron2 objects (import the detectron2 modules they patch)
         fast_eval.apply()
         checkpoint.apply()
+        anchors.apply()
         for module in _IMPORTED_EAGERLY:
             importlib.import_module(module)
     norms.apply()  # last: re-points every imported detectron2 module

@@ -1,4 +1,23 @@
 """Small reusable building blocks shared by our models."""
 from .norm import LayerNorm
+from .drop_path import DropPath, drop_path
+from .rel_pos import (
+    add_decomposed_rel_pos,
+    decomposed_rel_pos_bias,
+    get_abs_pos,
+    get_rel_pos,
+    window_partition,
+    window_unpartition,
+)
 
-__all__ = ["LayerNorm"]
+__all__ = [
+    "LayerNorm",
+    "DropPath",
+    "drop_path",
+    "add_decomposed_rel_pos",
+    "decomposed_rel_pos_bias",
+    "get_abs_pos",
+    "get_rel_pos",
+    "window_partition",
+    "window_unpartition",
+]

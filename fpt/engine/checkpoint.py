@@ -1,0 +1,61 @@
+"""Checkpoints written atomically.
+
+fvcore's ``Checkpointer.save`` streams ``torch.save`` into the final file name and then rewrites
+``last_checkpoint``: a run killed mid-write leaves a truncated ``.pth`` that ``--resume`` then
+fails to load. :class:`AtomicCheckpointer` writes both to a temporary file in the same folder,
+flushes it to disk and ``os.replace``-s it into place, so at any moment ``last_checkpoint`` names a
+complete file. Best-model snapshots (``model_best``) do not move ``last_checkpoint``, so
+``--resume`` always continues from the latest iteration.
+"""
+import os
+import tempfile
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["AtomicCheckpointer", "atomic_write"]
+
+
+def atomic_write(path, write):
+    """Call ``write(file_object)`` on a temporary file, fsync it, then rename it to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` whose ``save`` is atomic (same arguments, plus ``untagged``:
+    name prefixes whose saves leave ``last_checkpoint`` alone)."""
+
+    def __init__(self, model, save_dir="", *, untagged=("model_best",), **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.untagged = tuple(untagged)
+
+    def save(self, name, **kwargs):
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        os.makedirs(self.save_dir, exist_ok=True)
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        if not name.startswith(self.untagged):
+            self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))

@@ -1,0 +1,61 @@
+"""DistributedDataParallel that also works on CPU (gloo).
+
+detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]`` (wrong for a CPU
+module), and ``torch.nn.SyncBatchNorm`` only runs on CUDA. Here ``device_ids`` is set only for
+CUDA models, and on CPU every ``SyncBatchNorm`` becomes detectron2's ``NaiveSyncBatchNorm``
+(same statistics across ranks, through plain ``all_reduce`` that gloo supports), with a logged note.
+"""
+import logging
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.layers import NaiveSyncBatchNorm
+from detectron2.utils import comm
+
+__all__ = ["create_ddp_model", "cpu_safe_sync_batchnorm"]
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_safe_sync_batchnorm(module):
+    """Replace every ``torch.nn.SyncBatchNorm`` in ``module`` by ``NaiveSyncBatchNorm`` (in
+    place, keeping weights and running statistics). Returns the number replaced."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.SyncBatchNorm):
+            new = NaiveSyncBatchNorm(child.num_features, eps=child.eps, momentum=child.momentum,
+                                     affine=child.affine,
+                                     track_running_stats=child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+            count += 1
+        else:
+            count += cpu_safe_sync_batchnorm(child)
+    return count
+
+
+def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+    """Wrap ``model`` in DDP when there is more than one process (else return it unchanged).
+
+    Args:
+        model (nn.Module): on CUDA or CPU.
+        fp16_compression (bool): fp16 gradient all-reduce (CUDA only; ignored on CPU).
+        kwargs: more ``DistributedDataParallel`` arguments (e.g. ``broadcast_buffers``).
+    """
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    if on_cuda:
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    else:
+        n = cpu_safe_sync_batchnorm(model)
+        if n:
+            logger.info(f"CPU training: {n} SyncBatchNorm layers run as NaiveSyncBatchNorm "
+                        "(all_reduce over gloo).")
+    ddp = DistributedDataParallel(model, **kwargs)
+    if fp16_compression and on_cuda:
+        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
+
+        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
+    return ddp

@@ -1,0 +1,138 @@
+"""One training iteration: mixed precision, gradient accumulation and clipping, NaN/inf stop.
+
+detectron2's ``AMPTrainer`` asserts CUDA and uses the deprecated ``torch.cuda.amp`` API; it has
+no gradient accumulation or clipping. :class:`Trainer` is a ``SimpleTrainer`` that does all of it
+with ``torch.amp``: fp16 + ``GradScaler`` on CUDA, bf16 autocast (no scaler needed) on CPU.
+"""
+import contextlib
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.engine import SimpleTrainer, TrainerBase
+from detectron2.utils import comm
+
+__all__ = ["Trainer", "NonFiniteLossError", "clip_gradients"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+def clip_gradients(parameters, clip_type="norm", clip_value=1.0, norm_type=2.0):
+    """Clip gradients in place by total norm (``clip_type="norm"``) or by value (``"value"``).
+
+    Returns the total gradient norm before clipping (a 0-dim tensor) for ``"norm"``, else None.
+    """
+    parameters = [p for p in parameters if p.grad is not None]
+    if clip_type == "norm":
+        return torch.nn.utils.clip_grad_norm_(parameters, clip_value, norm_type)
+    if clip_type == "value":
+        torch.nn.utils.clip_grad_value_(parameters, clip_value)
+        return None
+    raise ValueError(f"train.clip_gradients.clip_type must be 'norm' or 'value', got {clip_type!r}")
+
+
+class Trainer(SimpleTrainer):
+    """``SimpleTrainer`` with AMP, ``iter_size`` gradient accumulation and gradient clipping.
+
+    Each iteration takes ``iter_size`` batches from the loader, back-propagates ``loss /
+    iter_size`` for each (DDP syncs gradients only on the last) and takes one optimizer step, so
+    the effective batch is ``iter_size`` times the loader's.
+    """
+
+    def __init__(self, model, data_loader, optimizer, *, device="cpu", amp=False,
+                 iter_size=1, clip_gradients=None):
+        """
+        Args:
+            model, data_loader, optimizer: as in ``SimpleTrainer``.
+            device (str): "cpu" or "cuda"; picks the autocast type and whether a scaler is used.
+            amp (bool): mixed precision: fp16 with ``GradScaler`` on CUDA, bf16 on CPU.
+            iter_size (int): batches accumulated per optimizer step.
+            clip_gradients (dict or None): ``clip_gradients(**...)`` arguments when enabled.
+        """
+        if iter_size < 1:
+            raise ValueError(f"train.iter_size must be >= 1, got {iter_size}")
+        # super().__init__ calls iter(data_loader), which would start the loader's workers
+        # before a resumed sampler knows where to start: iterate lazily instead.
+        TrainerBase.__init__(self)
+        model.train()
+        self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
+        self._iterator = None
+        self.device_type = torch.device(device).type
+        self.amp = amp
+        self.amp_dtype = torch.float16 if self.device_type == "cuda" else torch.bfloat16
+        self.grad_scaler = torch.amp.GradScaler(self.device_type) if (
+            amp and self.device_type == "cuda") else None
+        self.iter_size = iter_size
+        self.clip = dict(clip_gradients) if clip_gradients else None
+
+    @property
+    def _data_loader_iter(self):
+        if self._iterator is None:
+            self._iterator = iter(self.data_loader)
+        return self._iterator
+
+    def _forward(self, data):
+        with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp):
+            loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        return loss_dict
+
+    def _check_finite(self, loss_dict):
+        """Raise :class:`NonFiniteLossError` on every rank if any rank's loss is not finite."""
+        bad = [k for k, v in loss_dict.items() if not torch.isfinite(v.detach()).all()]
+        flag = torch.tensor([float(len(bad))], device=next(iter(loss_dict.values())).device)
+        if comm.get_world_size() > 1:
+            dist.all_reduce(flag)
+        if flag.item() > 0:
+            values = {k: float(v.detach()) for k, v in loss_dict.items()}
+            where = f" (non-finite on this rank: {', '.join(bad)})" if bad else \
+                " (on another rank)"
+            raise NonFiniteLossError(
+                f"Loss became NaN or infinite at iteration {self.iter}{where}; losses: {values}"
+            )
+
+    def run_step(self):
+        assert self.model.training, "[Trainer] model was changed to eval mode!"
+        self.optimizer.zero_grad()
+        data_time, totals = 0.0, {}
+        for micro in range(self.iter_size):
+            start = time.perf_counter()
+            data = next(self._data_loader_iter)
+            data_time += time.perf_counter() - start
+            last = micro == self.iter_size - 1
+            sync = contextlib.nullcontext() if last or not isinstance(
+                self.model, DistributedDataParallel) else self.model.no_sync()
+            with sync:
+                loss_dict = self._forward(data)
+                self._check_finite(loss_dict)
+                loss = sum(loss_dict.values()) / self.iter_size
+                (self.grad_scaler.scale(loss) if self.grad_scaler else loss).backward()
+            for k, v in loss_dict.items():
+                totals[k] = totals.get(k, 0.0) + v.detach().float() / self.iter_size
+        self._write_metrics(totals, data_time)
+        if self.clip:
+            if self.grad_scaler:
+                self.grad_scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            clip_gradients(params, **self.clip)
+        if self.grad_scaler:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])

@@ -1,0 +1,400 @@
+"""Plain Vision Transformer backbone of ViTDet (Li, Mao, Girshick, He, ECCV 2022).
+
+Same constructor arguments, parameter names and math as ``detectron2/modeling/backbone/vit.py``
+(detectron2 main branch), so official ViTDet checkpoints load and give the same outputs, plus:
+
+* attention through :func:`torch.nn.functional.scaled_dot_product_attention` with the decomposed
+  relative-position bias as an additive mask (``use_sdpa=True``, default); ``use_sdpa=False``
+  keeps the explicit ``softmax(q k^T * scale + bias) v`` reference formulation;
+* activation checkpointing with :func:`torch.utils.checkpoint.checkpoint` (no fairscale).
+
+Tokens are channels-last, (B, H, W, C), between blocks.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from detectron2.layers import CNNBlockBase, Conv2d, get_norm
+from detectron2.modeling import Backbone
+from fvcore.nn import weight_init
+
+from fpt.layers.drop_path import DropPath
+from fpt.layers.rel_pos import (
+    decomposed_rel_pos_bias,
+    get_abs_pos,
+    window_partition,
+    window_unpartition,
+)
+
+__all__ = [
+    "PatchEmbed",
+    "Attention",
+    "Mlp",
+    "ResBottleneckBlock",
+    "Block",
+    "ViT",
+    "get_vit_lr_decay_rate",
+    "set_vit_attention_impl",
+]
+
+
+class PatchEmbed(nn.Module):
+    """Image to patch embedding: one strided conv. (B, C, H, W) -> (B, H/p, W/p, embed_dim)."""
+
+    def __init__(
+        self, kernel_size=(16, 16), stride=(16, 16), padding=(0, 0), in_chans=3, embed_dim=768
+    ):
+        super().__init__()
+        self.proj = nn.Conv2d(
+            in_chans, embed_dim, kernel_size=kernel_size, stride=stride, padding=padding
+        )
+
+    def forward(self, x):
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with optional decomposed relative position bias.
+
+    Args:
+        dim (int): channels C.
+        num_heads (int): heads; head_dim = C / num_heads.
+        qkv_bias (bool): bias in the qkv projection.
+        use_rel_pos (bool): add the decomposed relative position bias.
+        rel_pos_zero_init (bool): zero-init the rel-pos tables (else trunc-normal std 0.02).
+        input_size (tuple[int, int]): token grid the rel-pos tables are made for.
+        use_sdpa (bool): fused ``F.scaled_dot_product_attention``; False: explicit reference.
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads=8,
+        qkv_bias=True,
+        use_rel_pos=False,
+        rel_pos_zero_init=True,
+        input_size=None,
+        use_sdpa=True,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.use_sdpa = use_sdpa
+
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+        self.use_rel_pos = use_rel_pos
+        if self.use_rel_pos:
+            if input_size is None:
+                raise ValueError("Attention(use_rel_pos=True) needs input_size=(H, W)")
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+            if not rel_pos_zero_init:
+                nn.init.trunc_normal_(self.rel_pos_h, std=0.02)
+                nn.init.trunc_normal_(self.rel_pos_w, std=0.02)
+
+    def forward(self, x):
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        B, H, W, _ = x.shape
+        N = H * W
+        # q, k, v: (B, heads, N, head_dim)
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        bias = None
+        if self.use_rel_pos:
+            bias = decomposed_rel_pos_bias(
+                q.reshape(B * self.num_heads, N, -1),
+                self.rel_pos_h,
+                self.rel_pos_w,
+                (H, W),
+                (H, W),
+            ).view(B, self.num_heads, N, N)
+        if self.use_sdpa:
+            if bias is not None:
+                bias = bias.to(q.dtype)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if bias is not None:
+                attn = attn + bias
+            x = attn.softmax(dim=-1) @ v
+        x = x.transpose(1, 2).reshape(B, H, W, -1)
+        return self.proj(x)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, use_rel_pos={self.use_rel_pos}, use_sdpa={self.use_sdpa}"
+
+
+class Mlp(nn.Module):
+    """Two-layer MLP of a transformer block (keys ``fc1``/``fc2`` as timm's ``Mlp``)."""
+
+    def __init__(self, in_features, hidden_features, act_layer=nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ResBottleneckBlock(CNNBlockBase):
+    """Residual bottleneck conv block interleaved with ViT blocks (channels-first).
+
+    1x1 conv C->bottleneck + norm + act, 3x3 conv + norm + act, 1x1 conv ->C + norm (zero-init),
+    added to the input. (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, in_channels, out_channels, bottleneck_channels, norm="LN", act_layer=nn.GELU):
+        super().__init__(in_channels, out_channels, 1)
+        self.conv1 = Conv2d(in_channels, bottleneck_channels, 1, bias=False)
+        self.norm1 = get_norm(norm, bottleneck_channels)
+        self.act1 = act_layer()
+
+        self.conv2 = Conv2d(bottleneck_channels, bottleneck_channels, 3, padding=1, bias=False)
+        self.norm2 = get_norm(norm, bottleneck_channels)
+        self.act2 = act_layer()
+
+        self.conv3 = Conv2d(bottleneck_channels, out_channels, 1, bias=False)
+        self.norm3 = get_norm(norm, out_channels)
+
+        for layer in [self.conv1, self.conv2, self.conv3]:
+            weight_init.c2_msra_fill(layer)
+        for layer in [self.norm1, self.norm2]:
+            layer.weight.data.fill_(1.0)
+            layer.bias.data.zero_()
+        # zero-init the last norm: the block starts as identity
+        self.norm3.weight.data.zero_()
+        self.norm3.bias.data.zero_()
+
+    def forward(self, x):
+        out = x
+        for layer in self.children():
+            out = layer(out)
+        return x + out
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with window/global attention and an optional conv block.
+
+    Args:
+        dim, num_heads, mlp_ratio, qkv_bias: as in :class:`ViT`.
+        drop_path (float): stochastic depth rate of this block.
+        norm_layer, act_layer: token norm and MLP activation.
+        use_rel_pos, rel_pos_zero_init: see :class:`Attention`.
+        window_size (int): window side; 0 means global attention.
+        use_residual_block (bool): append a :class:`ResBottleneckBlock` after the MLP.
+        input_size (tuple[int, int]): token grid (for the rel-pos tables of global blocks).
+        use_sdpa (bool): see :class:`Attention`.
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_path=0.0,
+        norm_layer=nn.LayerNorm,
+        act_layer=nn.GELU,
+        use_rel_pos=False,
+        rel_pos_zero_init=True,
+        window_size=0,
+        use_residual_block=False,
+        input_size=None,
+        use_sdpa=True,
+    ):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            use_rel_pos=use_rel_pos,
+            rel_pos_zero_init=rel_pos_zero_init,
+            input_size=input_size if window_size == 0 else (window_size, window_size),
+            use_sdpa=use_sdpa,
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+
+        self.window_size = window_size
+        self.use_residual_block = use_residual_block
+        if use_residual_block:
+            self.residual = ResBottleneckBlock(
+                in_channels=dim,
+                out_channels=dim,
+                bottleneck_channels=dim // 2,
+                norm="LN",
+                act_layer=act_layer,
+            )
+
+    def forward(self, x):
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            H, W = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)
+        x = self.attn(x)
+        if self.window_size > 0:
+            x = window_unpartition(x, self.window_size, pad_hw, (H, W))
+
+        x = shortcut + self.drop_path(x)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+
+        if self.use_residual_block:
+            x = self.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x
+
+
+class ViT(Backbone):
+    """Plain ViT backbone of ViTDet ("Exploring Plain Vision Transformer Backbones for Object
+    Detection"): one feature map ``out_feature`` of stride ``patch_size``.
+
+    Args:
+        img_size (int): input size the global rel-pos tables are made for.
+        patch_size (int): patch side (= output stride).
+        in_chans (int): input channels.
+        embed_dim (int): token channels C.
+        depth (int): number of blocks.
+        num_heads (int): attention heads.
+        mlp_ratio (float): MLP hidden / C.
+        qkv_bias (bool): bias in qkv projections.
+        drop_path_rate (float): stochastic depth, linearly increasing from 0 to this.
+        norm_layer, act_layer: token norm and MLP activation.
+        use_abs_pos (bool): absolute position embeddings (stored at ``pretrain_img_size``).
+        use_rel_pos (bool): decomposed relative position bias.
+        rel_pos_zero_init (bool): zero-init the rel-pos tables.
+        window_size (int): window side of the window-attention blocks.
+        window_block_indexes (list[int]): blocks with window attention (others: global).
+        residual_block_indexes (list[int]): blocks followed by a conv bottleneck block.
+        use_act_checkpoint (bool): recompute block activations in backward (training only).
+        pretrain_img_size (int): image size of pre-training (pos_embed grid).
+        pretrain_use_cls_token (bool): pos_embed has a cls-token slot.
+        out_feature (str): name of the output feature.
+        use_sdpa (bool): fused attention (see :class:`Attention`).
+    """
+
+    def __init__(
+        self,
+        img_size=1024,
+        patch_size=16,
+        in_chans=3,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_path_rate=0.0,
+        norm_layer=nn.LayerNorm,
+        act_layer=nn.GELU,
+        use_abs_pos=True,
+        use_rel_pos=False,
+        rel_pos_zero_init=True,
+        window_size=0,
+        window_block_indexes=(),
+        residual_block_indexes=(),
+        use_act_checkpoint=False,
+        pretrain_img_size=224,
+        pretrain_use_cls_token=True,
+        out_feature="last_feat",
+        use_sdpa=True,
+    ):
+        super().__init__()
+        self.pretrain_use_cls_token = pretrain_use_cls_token
+        self.use_act_checkpoint = use_act_checkpoint
+
+        self.patch_embed = PatchEmbed(
+            kernel_size=(patch_size, patch_size),
+            stride=(patch_size, patch_size),
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+        )
+
+        if use_abs_pos:
+            num_patches = (pretrain_img_size // patch_size) * (pretrain_img_size // patch_size)
+            num_positions = (num_patches + 1) if pretrain_use_cls_token else num_patches
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
+        else:
+            self.pos_embed = None
+
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        self.blocks = nn.ModuleList(
+            Block(
+                dim=embed_dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=dpr[i],
+                norm_layer=norm_layer,
+                act_layer=act_layer,
+                use_rel_pos=use_rel_pos,
+                rel_pos_zero_init=rel_pos_zero_init,
+                window_size=window_size if i in window_block_indexes else 0,
+                use_residual_block=i in residual_block_indexes,
+                input_size=(img_size // patch_size, img_size // patch_size),
+                use_sdpa=use_sdpa,
+            )
+            for i in range(depth)
+        )
+
+        self._out_feature_channels = {out_feature: embed_dim}
+        self._out_feature_strides = {out_feature: patch_size}
+        self._out_features = [out_feature]
+
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m):
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    def forward(self, x):
+        """x: (B, in_chans, H, W) -> {out_feature: (B, embed_dim, H / patch, W / patch)}."""
+        x = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + get_abs_pos(
+                self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2])
+            )
+        checkpointing = self.use_act_checkpoint and self.training and torch.is_grad_enabled()
+        for blk in self.blocks:
+            x = checkpoint(blk, x, use_reentrant=False) if checkpointing else blk(x)
+        return {self._out_features[0]: x.permute(0, 3, 1, 2)}
+
+
+def set_vit_attention_impl(model, use_sdpa):
+    """Switch every ViT :class:`Attention` in ``model`` to fused (True) or explicit (False)."""
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.use_sdpa = use_sdpa
+    return model
+
+
+def get_vit_lr_decay_rate(name, lr_decay_rate=1.0, num_layers=12):
+    """Layer-wise lr decay factor of a parameter (BEiT/MAE recipe, as in upstream ViTDet).
+
+    Args:
+        name (str): full parameter name, e.g. ``backbone.net.blocks.3.attn.qkv.weight``.
+        lr_decay_rate (float): decay per layer.
+        num_layers (int): number of ViT blocks.
+    Returns:
+        float: ``lr_decay_rate ** (num_layers + 1 - layer_id)`` where patch/pos embeddings are
+        layer 0, block i is layer i + 1, and everything else (pyramid, heads) num_layers + 1.
+    """
+    layer_id = num_layers + 1
+    if name.startswith("backbone"):
+        if ".pos_embed" in name or ".patch_embed" in name:
+            layer_id = 0
+        elif ".blocks." in name and ".residual." not in name:
+            layer_id = int(name[name.find(".blocks.") :].split(".")[2]) + 1
+    return lr_decay_rate ** (num_layers + 1 - layer_id)
