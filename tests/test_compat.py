@@ -295,3 +295,82 @@ def test_ln_norm_name():
     ref = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6).permute(0, 3, 1, 2)
     torch.testing.assert_close(ln(x), ref)
     assert isinstance(get_norm("GN", 32), torch.nn.GroupNorm)  # the original names still work
+
+
+def test_tensor_to_numpy_protocol():
+    t = torch.arange(4.0)
+    a = np.array(t[None], dtype="uint8", order="F")  # numpy 2 passes copy=...: no warning
+    assert a.dtype == np.uint8 and a.tolist() == [[0, 1, 2, 3]]
+    np.array(t)[0] = 9  # np.array copies
+    assert t[0] == 0
+    np.asarray(t)[0] = 9  # np.asarray shares memory, as before
+    assert t[0] == 9
+
+
+def test_coco_evaluator_fast_and_reference_agree(tmp_path):
+    """The full COCOEvaluator path (instances -> json -> COCO eval), box and mask AP."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+    from detectron2.evaluation import COCOEvaluator
+    from detectron2.structures import Boxes, Instances
+    from faster_coco_eval.core import mask as mask_util
+
+    gt_file, dets = _tiny_coco(tmp_path, seed=0)
+    name = f"compat_tiny_{os.getpid()}"
+    register_coco_instances(name, {}, gt_file, str(tmp_path))
+    try:
+        DatasetCatalog.get(name)  # loads the json: sets the dataset-id <-> contiguous-id map
+        by_image = {}
+        for d in dets:
+            by_image.setdefault(d["image_id"], []).append(d)
+        inputs, outputs = [], []
+        for image_id, ds in sorted(by_image.items()):
+            x, y, w, h = np.array([d["bbox"] for d in ds]).T
+            inst = Instances((160, 200))
+            inst.pred_boxes = Boxes(torch.tensor(np.stack([x, y, x + w, y + h], 1), dtype=torch.float32))
+            inst.scores = torch.tensor([d["score"] for d in ds], dtype=torch.float32)
+            inst.pred_classes = torch.tensor([d["category_id"] - 1 for d in ds])
+            rles = [mask_util.merge(mask_util.frPyObjects(d["segmentation"], 160, 200)) for d in ds]
+            inst.pred_masks = torch.from_numpy(mask_util.decode(rles).transpose(2, 0, 1).astype(bool))
+            inputs.append({"image_id": image_id})
+            outputs.append({"instances": inst})
+        results = {}
+        for fast in (True, False):
+            ev = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False,
+                               output_dir=str(tmp_path / f"eval_{fast}"), use_fast_impl=fast)
+            ev.reset()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                ev.process(inputs, outputs)
+                results[fast] = ev.evaluate()
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert results[True]["bbox"]["AP"] > 10 and results[True]["segm"]["AP"] > 10
+    for task in ("bbox", "segm"):
+        for key, value in results[False][task].items():
+            assert results[True][task][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+def test_coco_mask_api_matches_pycocotools():
+    """detectron2's mask_util now points at faster_coco_eval's fork: same results."""
+    import pycocotools.mask as pm
+    from detectron2.structures import masks as d2_masks
+    from faster_coco_eval.core import mask as fm
+
+    if not compat.HAS_COMPILED_OPS:
+        assert d2_masks.mask_util is fm
+    rng = np.random.RandomState(0)
+    m = np.asfortranarray((rng.rand(30, 40, 3) > 0.5).astype(np.uint8))
+    assert pm.encode(m) == fm.encode(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' own numpy-2 warning
+        np.testing.assert_array_equal(pm.decode(pm.encode(m)), fm.decode(fm.encode(m)))
+    poly = [[1.5, 1.0, 28.0, 3.0, 25.0, 27.2, 2.0, 20.0], [30.0, 5.0, 38.0, 5.0, 34.0, 12.0]]
+    assert pm.merge(pm.frPyObjects(poly, 30, 40)) == fm.merge(fm.frPyObjects(poly, 30, 40))
+    rle = fm.encode(m)
+    np.testing.assert_array_equal(pm.area(rle), fm.area(rle))
+    np.testing.assert_array_equal(pm.toBbox(rle), fm.toBbox(rle))
+    np.testing.assert_array_equal(pm.iou(rle, rle, [0, 0, 0]), fm.iou(rle, rle, [0, 0, 0]))
+    bitmask = d2_masks.polygons_to_bitmask(poly, 30, 40)  # the training path for polygon masks
+    assert bitmask.dtype == bool and bitmask.sum() == fm.area(fm.merge(fm.frPyObjects(poly, 30, 40)))

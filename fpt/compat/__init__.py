@@ -13,12 +13,14 @@ from . import (
     anchors,
     c_ops,
     checkpoint,
+    coco_masks,
     export,
     fast_eval,
     norms,
     numpy_aliases,
     pillow,
     pkg_resources_shim,
+    tensor_array,
     warnings_,
 )
 
@@ -33,6 +35,8 @@ _IMPORTED_EAGERLY = (
     "detectron2.modeling",
     "detectron2.structures",
     "detectron2.utils.analysis",
+    "detectron2.utils.visualizer",
+    "detectron2.utils.video_visualizer",
 )
 
 _APPLIED = False
@@ -48,6 +52,7 @@ def apply():
     # module-level fixes that must precede any detectron2 import
     pillow.apply()
     numpy_aliases.apply()
+    tensor_array.apply()
     with warnings_.quiet_imports():
         c_ops.apply()
         export.apply()
@@ -58,4 +63,6 @@ def apply():
         anchors.apply()
         for module in _IMPORTED_EAGERLY:
             importlib.import_module(module)
-    norms.apply()  # last: re-points every imported detectron2 module
+    # last: these re-point names in every imported detectron2 module
+    norms.apply()
+    coco_masks.apply()

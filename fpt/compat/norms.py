@@ -8,7 +8,7 @@ batch_norm.py:136), so ViTDet's ``conv_norm="LN"`` heads cannot be expressed; ne
 has "LN". Norm names are how configs talk to the heads (``FastRCNNConvFCHead(conv_norm=...)``).
 When it can go: when detectron2 is >= 0.7 and has every name registered here.
 """
-import sys
+from ._repoint import repoint
 
 _EXTRA_NORMS = {}
 _original_get_norm = None
@@ -32,6 +32,4 @@ def apply():
 
     if _original_get_norm is None:
         _original_get_norm = batch_norm.get_norm
-    for name, mod in list(sys.modules.items()):
-        if name.startswith("detectron2") and getattr(mod, "get_norm", None) is _original_get_norm:
-            mod.get_norm = get_norm
+    repoint(_original_get_norm, get_norm)
