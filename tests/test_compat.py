@@ -374,3 +374,29 @@ def test_coco_mask_api_matches_pycocotools():
     np.testing.assert_array_equal(pm.iou(rle, rle, [0, 0, 0]), fm.iou(rle, rle, [0, 0, 0]))
     bitmask = d2_masks.polygons_to_bitmask(poly, 30, 40)  # the training path for polygon masks
     assert bitmask.dtype == bool and bitmask.sum() == fm.area(fm.merge(fm.frPyObjects(poly, 30, 40)))
+
+
+def test_installed_detectron2_wheel_contract():
+    """The Python-only wheel: model-zoo configs packaged, no stale black pin."""
+    from importlib import metadata
+
+    from detectron2 import model_zoo
+
+    if compat.HAS_COMPILED_OPS:
+        pytest.skip("a compiled detectron2 is used as installed")
+    requires = metadata.requires("pb1-detectron2") or []
+    assert not [r for r in requires if r.lower().startswith("black")]
+    cfg = model_zoo.get_config("common/models/mask_rcnn_fpn.py")
+    assert cfg.model.roi_heads.num_classes == 80
+    assert len(model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml").MODEL.WEIGHTS) > 0
+
+
+def test_class_histogram_is_no_longer_skipped(caplog):
+    """data/build.py:171 used np.int inside a caller's try/except: the table was silently lost."""
+    from detectron2.data.build import print_instances_class_histogram
+
+    dicts = [{"annotations": [{"category_id": 0}, {"category_id": 1}, {"category_id": 1}]}]
+    with caplog.at_level("INFO"):
+        print_instances_class_histogram(dicts, ["cat", "dog"])
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "dog" in text and "total" in text
