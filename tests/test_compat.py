@@ -400,3 +400,19 @@ def test_class_histogram_is_no_longer_skipped(caplog):
         print_instances_class_histogram(dicts, ["cat", "dog"])
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "dog" in text and "total" in text
+
+
+def test_matching_heuristics_query_suffix(tmp_path):
+    """Upstream ViTDet configs load MAE weights as 'file.pth?matching_heuristics=True'."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Module()
+    model.backbone.net = torch.nn.Linear(3, 2)
+    path = tmp_path / "pretrain.pth"
+    torch.save({"model": {"weight": torch.full((2, 3), 0.5), "bias": torch.ones(2)}}, path)
+    DetectionCheckpointer(model).load(str(path))  # plain path: keys do not match the prefix
+    assert not torch.allclose(model.backbone.net.weight, torch.full((2, 3), 0.5))
+    DetectionCheckpointer(model).load(f"{path}?matching_heuristics=True")
+    assert torch.allclose(model.backbone.net.weight, torch.full((2, 3), 0.5))
+    assert torch.allclose(model.backbone.net.bias, torch.ones(2))

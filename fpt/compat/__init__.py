@@ -21,6 +21,7 @@ from . import (
     pillow,
     pkg_resources_shim,
     tensor_array,
+    training,
     warnings_,
 )
 
@@ -61,6 +62,7 @@ def apply():
         fast_eval.apply()
         checkpoint.apply()
         anchors.apply()
+        training.apply()
         for module in _IMPORTED_EAGERLY:
             importlib.import_module(module)
     # last: these re-point names in every imported detectron2 module
