@@ -8,5 +8,6 @@ from . import compat
 compat.apply()
 
 from . import layers, modeling  # noqa: E402  (registers norms and backbones)
+from . import data  # noqa: E402,F401  (registers the shapes datasets; generated lazily)
 
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """COCO loaders with large-scale jitter (LSJ), as ViTDet: flip, resize to a random scale in
 [0.1, 2.0] of 1024 keeping the aspect ratio, crop at most 1024x1024 (the model pads each batch
 to 1024x1024: ``SimpleFeaturePyramid(square_pad=1024)``); test: longest side 1024."""
+
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config

@@ -1,5 +1,6 @@
 """Optimizers: detectron2's SGD, plus AdamW whose parameter groups support a per-parameter
 lr factor (``params.lr_factor_func``, e.g. layer-wise decay) as in newer detectron2."""
+
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config

@@ -1,9 +1,28 @@
 """Datasets: the synthetic shapes set, COCO-format registration, sample sets, robust loading.
 
-Importing this package registers ``shapes_train`` and ``shapes_val`` (generated lazily).
+Importing this package registers ``shapes_train`` and ``shapes_val`` (generated lazily) and the
+sample sets ``labelme_voc`` and ``deepforest_trees`` (built by ``datasets/prepare_samples.py``).
 """
+
+from .catalog import DatasetError, check_image_files, check_registered, register_coco
+from .images import ImageReadError, read_image
+from .mapper import RobustDatasetMapper
+from .samples import register_samples
 from .shapes import SHAPES_CLASSES, generate_shapes, register_shapes
 
 register_shapes()
+register_samples()
 
-__all__ = ["SHAPES_CLASSES", "generate_shapes", "register_shapes"]
+__all__ = [
+    "DatasetError",
+    "ImageReadError",
+    "RobustDatasetMapper",
+    "SHAPES_CLASSES",
+    "check_image_files",
+    "check_registered",
+    "generate_shapes",
+    "register_coco",
+    "register_samples",
+    "register_shapes",
+    "read_image",
+]

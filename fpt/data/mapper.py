@@ -6,19 +6,18 @@ be decoded (truncated download, wrong extension), which kills a long training ru
 ``MapDataset`` then draws another image. At test time (``is_train=False``) a corrupt image is an
 error, raised as one line naming the file, because skipping it would change the metric.
 """
+
 import logging
 
 from PIL import UnidentifiedImageError
 
 from detectron2.data import DatasetMapper
 
-__all__ = ["RobustDatasetMapper", "ImageReadError"]
+from .images import ImageReadError
+
+__all__ = ["RobustDatasetMapper"]
 
 logger = logging.getLogger(__name__)
-
-
-class ImageReadError(RuntimeError):
-    """An image of the dataset cannot be read or decoded."""
 
 
 class RobustDatasetMapper(DatasetMapper):
@@ -27,6 +26,10 @@ class RobustDatasetMapper(DatasetMapper):
     def __call__(self, dataset_dict):
         try:
             return super().__call__(dataset_dict)
+        except FileNotFoundError:
+            raise ImageReadError(
+                f"image {dataset_dict.get('file_name')!r} does not exist"
+            ) from None
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
             # PIL raises OSError for truncated files, UnidentifiedImageError for non-images
             message = f"cannot read image {dataset_dict.get('file_name')!r}: {e}"

@@ -11,6 +11,7 @@ records the generator settings; a cache made with other settings is regenerated.
 ``import fpt`` registers ``shapes_train`` and ``shapes_val`` (cheap: nothing is generated until
 ``DatasetCatalog.get`` is called).
 """
+
 import json
 import logging
 import os
@@ -108,8 +109,13 @@ def generate_shapes(root=None, seed=0, size=128, max_instances=4, splits=None):
     """
     folder = shapes_root(root)
     splits = splits or SHAPES_SPLITS
-    meta = {"version": _VERSION, "seed": seed, "size": size, "max_instances": max_instances,
-            "splits": {k: list(v) for k, v in splits.items()}}
+    meta = {
+        "version": _VERSION,
+        "seed": seed,
+        "size": size,
+        "max_instances": max_instances,
+        "splits": {k: list(v) for k, v in splits.items()},
+    }
     meta_file = os.path.join(folder, "meta.json")
     if os.path.isfile(meta_file):
         with open(meta_file) as f:
@@ -122,8 +128,9 @@ def generate_shapes(root=None, seed=0, size=128, max_instances=4, splits=None):
     try:
         os.makedirs(os.path.join(tmp, "images"))
         for name, (split_id, num_images) in splits.items():
-            coco = _coco_split(name, split_id, num_images, seed, size, max_instances,
-                               os.path.join(tmp, "images"))
+            coco = _coco_split(
+                name, split_id, num_images, seed, size, max_instances, os.path.join(tmp, "images")
+            )
             with open(os.path.join(tmp, f"{name}.json"), "w") as f:
                 json.dump(coco, f)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
@@ -143,7 +150,9 @@ def generate_shapes(root=None, seed=0, size=128, max_instances=4, splits=None):
 
 def _load(name, root):
     folder = generate_shapes(root)
-    return load_coco_json(os.path.join(folder, f"{name}.json"), os.path.join(folder, "images"), name)
+    return load_coco_json(
+        os.path.join(folder, f"{name}.json"), os.path.join(folder, "images"), name
+    )
 
 
 def register_shapes(root=None):

@@ -7,6 +7,7 @@ flushes it to disk and ``os.replace``-s it into place, so at any moment ``last_c
 complete file. Best-model snapshots (``model_best``) do not move ``last_checkpoint``, so
 ``--resume`` always continues from the latest iteration.
 """
+
 import os
 import tempfile
 

@@ -4,7 +4,11 @@ detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]`` (wro
 module), and ``torch.nn.SyncBatchNorm`` only runs on CUDA. Here ``device_ids`` is set only for
 CUDA models, and on CPU every ``SyncBatchNorm`` becomes detectron2's ``NaiveSyncBatchNorm``
 (same statistics across ranks, through plain ``all_reduce`` that gloo supports), with a logged note.
+detectron2's ``train.ddp.broadcast_buffers`` is passed as ``forward_sync_buffers`` where torch
+deprecated the old name.
 """
+
+import inspect
 import logging
 
 import torch
@@ -17,6 +21,8 @@ __all__ = ["create_ddp_model", "cpu_safe_sync_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
+_HAS_FORWARD_SYNC = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+
 
 def cpu_safe_sync_batchnorm(module):
     """Replace every ``torch.nn.SyncBatchNorm`` in ``module`` by ``NaiveSyncBatchNorm`` (in
@@ -24,9 +30,13 @@ def cpu_safe_sync_batchnorm(module):
     count = 0
     for name, child in list(module.named_children()):
         if isinstance(child, torch.nn.SyncBatchNorm):
-            new = NaiveSyncBatchNorm(child.num_features, eps=child.eps, momentum=child.momentum,
-                                     affine=child.affine,
-                                     track_running_stats=child.track_running_stats)
+            new = NaiveSyncBatchNorm(
+                child.num_features,
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
+            )
             new.load_state_dict(child.state_dict())
             setattr(module, name, new)
             count += 1
@@ -51,8 +61,13 @@ def create_ddp_model(model, *, fp16_compression=False, **kwargs):
     else:
         n = cpu_safe_sync_batchnorm(model)
         if n:
-            logger.info(f"CPU training: {n} SyncBatchNorm layers run as NaiveSyncBatchNorm "
-                        "(all_reduce over gloo).")
+            logger.info(
+                f"CPU training: {n} SyncBatchNorm layers run as NaiveSyncBatchNorm "
+                "(all_reduce over gloo)."
+            )
+    if "broadcast_buffers" in kwargs and _HAS_FORWARD_SYNC:
+        # torch >= 2.13 renamed it (and warns on the old name); same per-forward behaviour
+        kwargs["forward_sync_buffers"] = kwargs.pop("broadcast_buffers")
     ddp = DistributedDataParallel(model, **kwargs)
     if fp16_compression and on_cuda:
         from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks

@@ -10,6 +10,7 @@ detectron2 0.6's ``launch`` asserts CUDA and hard-codes NCCL (engine/launch.py:9
 * a rank that dies makes the others exit with a clear error instead of hanging: collectives
   time out after ``timeout``, and ``mp.spawn`` terminates the siblings of a failed process.
 """
+
 import logging
 import os
 import socket
@@ -20,6 +21,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from detectron2.utils import comm
+
+from ..config_loading import first_line
 
 __all__ = ["launch", "DEFAULT_TIMEOUT", "find_free_port", "DistributedError"]
 
@@ -44,8 +47,15 @@ def _backend(num_gpus_per_machine):
     return "gloo"
 
 
-def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
-           args=(), timeout=DEFAULT_TIMEOUT):
+def launch(
+    main_func,
+    num_gpus_per_machine,
+    num_machines=1,
+    machine_rank=0,
+    dist_url=None,
+    args=(),
+    timeout=DEFAULT_TIMEOUT,
+):
     """Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes on this machine.
 
     Args:
@@ -60,8 +70,17 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
         world_size = int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", num_gpus_per_machine))
-        _worker(local_rank, main_func, world_size, local_world, int(os.environ["RANK"]) //
-                max(local_world, 1), dist_url, args, timeout, int(os.environ["RANK"]))
+        _worker(
+            local_rank,
+            main_func,
+            world_size,
+            local_world,
+            int(os.environ["RANK"]) // max(local_world, 1),
+            dist_url,
+            args,
+            timeout,
+            int(os.environ["RANK"]),
+        )
         return
     world_size = num_machines * num_gpus_per_machine
     if world_size == 1:
@@ -77,8 +96,15 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
         mp.spawn(
             _worker,
             nprocs=num_gpus_per_machine,
-            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
-                  timeout),
+            args=(
+                main_func,
+                world_size,
+                num_gpus_per_machine,
+                machine_rank,
+                dist_url,
+                args,
+                timeout,
+            ),
             daemon=False,
         )
     except mp.ProcessRaisedException as e:
@@ -87,23 +113,39 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
     except mp.ProcessExitedException as e:
         raise DistributedError(
             f"a training process died (exit code {e.exit_code}, signal {e.signal_name}); "
-            "the other processes were stopped") from None
+            "the other processes were stopped"
+        ) from None
 
 
-def _worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url,
-            args, timeout, global_rank=None):
+def _worker(
+    local_rank,
+    main_func,
+    world_size,
+    num_gpus_per_machine,
+    machine_rank,
+    dist_url,
+    args,
+    timeout,
+    global_rank=None,
+):
     backend = _backend(num_gpus_per_machine)
     if global_rank is None:
         global_rank = machine_rank * num_gpus_per_machine + local_rank
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     try:
-        dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size,
-                                rank=global_rank, timeout=timeout)
+        dist.init_process_group(
+            backend=backend,
+            init_method=dist_url,
+            world_size=world_size,
+            rank=global_rank,
+            timeout=timeout,
+        )
     except Exception as e:
         raise DistributedError(
             f"rank {global_rank} could not join the process group at {dist_url} "
-            f"({backend}, world size {world_size}): {e}") from None
+            f"({backend}, world size {world_size}): {e}"
+        ) from None
     # the local process group (ranks on this machine), as detectron2's launch sets it up
     num_machines = world_size // num_gpus_per_machine
     for i in range(num_machines):
@@ -115,11 +157,15 @@ def _worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_ran
         comm.synchronize()
         main_func(*args)
     except Exception as e:
-        if isinstance(e, dist.DistBackendError) or "timed out" in str(e).lower() or \
-                "connection" in str(e).lower():
+        if (
+            isinstance(e, dist.DistBackendError)
+            or "timed out" in str(e).lower()
+            or "connection" in str(e).lower()
+        ):
             raise DistributedError(
                 f"rank {global_rank}: lost contact with another rank (it died or hung; "
-                f"timeout {timeout}): {str(e).splitlines()[0]}") from None
+                f"timeout {timeout}): {first_line(e)}"
+            ) from None
         raise
     finally:
         if dist.is_initialized():

@@ -5,6 +5,7 @@ after ``--resume``, so a resumed run sees other images than an uninterrupted one
 :class:`ResumableTrainingSampler` yields exactly the same stream and can skip its first
 ``start`` indices (cheap: indices only, no image is read).
 """
+
 import itertools
 
 from detectron2.data.samplers import TrainingSampler
@@ -28,4 +29,3 @@ class ResumableTrainingSampler(TrainingSampler):
     def resume_at(self, samples_consumed):
         """Skip the indices this rank consumed before the checkpoint."""
         self.start = int(samples_consumed)
-

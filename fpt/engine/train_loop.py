@@ -1,9 +1,10 @@
 """One training iteration: mixed precision, gradient accumulation and clipping, NaN/inf stop.
 
 detectron2's ``AMPTrainer`` asserts CUDA and uses the deprecated ``torch.cuda.amp`` API; it has
-no gradient accumulation or clipping. :class:`Trainer` is a ``SimpleTrainer`` that does all of it
+no gradient accumulation or clipping. :class:`AMPTrainer` is a ``SimpleTrainer`` that does all of it
 with ``torch.amp``: fp16 + ``GradScaler`` on CUDA, bf16 autocast (no scaler needed) on CPU.
 """
+
 import contextlib
 import time
 
@@ -14,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detectron2.engine import SimpleTrainer, TrainerBase
 from detectron2.utils import comm
 
-__all__ = ["Trainer", "NonFiniteLossError", "clip_gradients"]
+__all__ = ["AMPTrainer", "NonFiniteLossError", "clip_gradients"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -35,7 +36,7 @@ def clip_gradients(parameters, clip_type="norm", clip_value=1.0, norm_type=2.0):
     raise ValueError(f"train.clip_gradients.clip_type must be 'norm' or 'value', got {clip_type!r}")
 
 
-class Trainer(SimpleTrainer):
+class AMPTrainer(SimpleTrainer):
     """``SimpleTrainer`` with AMP, ``iter_size`` gradient accumulation and gradient clipping.
 
     Each iteration takes ``iter_size`` batches from the loader, back-propagates ``loss /
@@ -43,8 +44,17 @@ class Trainer(SimpleTrainer):
     the effective batch is ``iter_size`` times the loader's.
     """
 
-    def __init__(self, model, data_loader, optimizer, *, device="cpu", amp=False,
-                 iter_size=1, clip_gradients=None):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        *,
+        device="cpu",
+        amp=False,
+        iter_size=1,
+        clip_gradients=None,
+    ):
         """
         Args:
             model, data_loader, optimizer: as in ``SimpleTrainer``.
@@ -64,20 +74,33 @@ class Trainer(SimpleTrainer):
         self.device_type = torch.device(device).type
         self.amp = amp
         self.amp_dtype = torch.float16 if self.device_type == "cuda" else torch.bfloat16
-        self.grad_scaler = torch.amp.GradScaler(self.device_type) if (
-            amp and self.device_type == "cuda") else None
+        self.grad_scaler = (
+            torch.amp.GradScaler(self.device_type) if (amp and self.device_type == "cuda") else None
+        )
         self.iter_size = iter_size
         self.clip = dict(clip_gradients) if clip_gradients else None
 
-    @property
-    def _data_loader_iter(self):
+    def _next_batch(self):
         if self._iterator is None:
+            # Starting a torch DataLoader draws its workers' base seed from the global torch
+            # RNG. Keep that draw out of the training RNG stream, so that a run resumed from a
+            # checkpoint (which restores the RNGs, then starts its loader) stays bit-identical
+            # to an uninterrupted one.
+            state = torch.get_rng_state()
             self._iterator = iter(self.data_loader)
-        return self._iterator
+            batch = next(self._iterator)
+            torch.set_rng_state(state)
+            return batch
+        return next(self._iterator)
 
     def _forward(self, data):
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp):
-            loss_dict = self.model(data)
+            try:
+                loss_dict = self.model(data)
+            except FloatingPointError as e:  # e.g. detectron2's check of NaN proposals
+                raise NonFiniteLossError(
+                    f"Training diverged at iteration {self.iter}: {e}"
+                ) from None
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         return loss_dict
@@ -90,23 +113,25 @@ class Trainer(SimpleTrainer):
             dist.all_reduce(flag)
         if flag.item() > 0:
             values = {k: float(v.detach()) for k, v in loss_dict.items()}
-            where = f" (non-finite on this rank: {', '.join(bad)})" if bad else \
-                " (on another rank)"
+            where = f" (non-finite on this rank: {', '.join(bad)})" if bad else " (on another rank)"
             raise NonFiniteLossError(
                 f"Loss became NaN or infinite at iteration {self.iter}{where}; losses: {values}"
             )
 
     def run_step(self):
-        assert self.model.training, "[Trainer] model was changed to eval mode!"
+        assert self.model.training, "[AMPTrainer] model was changed to eval mode!"
         self.optimizer.zero_grad()
         data_time, totals = 0.0, {}
         for micro in range(self.iter_size):
             start = time.perf_counter()
-            data = next(self._data_loader_iter)
+            data = self._next_batch()
             data_time += time.perf_counter() - start
             last = micro == self.iter_size - 1
-            sync = contextlib.nullcontext() if last or not isinstance(
-                self.model, DistributedDataParallel) else self.model.no_sync()
+            sync = (
+                contextlib.nullcontext()
+                if last or not isinstance(self.model, DistributedDataParallel)
+                else self.model.no_sync()
+            )
             with sync:
                 loss_dict = self._forward(data)
                 self._check_finite(loss_dict)

@@ -21,3 +21,6 @@ __all__ = [
     "window_partition",
     "window_unpartition",
 ]
+from .mos_attention import MixtureWeights, MoSAttention, mos_attention  # noqa: E402
+
+__all__ += ["MixtureWeights", "MoSAttention", "mos_attention"]

@@ -1,4 +1,5 @@
 """Stochastic depth (Huang et al., 2016), per sample, as in timm's ``DropPath``."""
+
 from torch import nn
 
 __all__ = ["DropPath", "drop_path"]

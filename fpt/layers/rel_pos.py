@@ -4,6 +4,7 @@ Tokens are kept channels-last, (B, H, W, C), as in detectron2's ViTDet; the math
 ``detectron2/modeling/backbone/utils.py`` (detectron2 main branch) so that official checkpoints
 give the same outputs.
 """
+
 import math
 
 import torch
@@ -15,6 +16,7 @@ __all__ = [
     "get_rel_pos",
     "decomposed_rel_pos_bias",
     "add_decomposed_rel_pos",
+    "fold_decomposed_rel_pos",
     "get_abs_pos",
 ]
 
@@ -91,6 +93,19 @@ def get_rel_pos(q_size, k_size, rel_pos):
     return rel_pos_resized[relative_coords.long()]
 
 
+def _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size):
+    """rel_h (B, q_h, q_w, k_h) = <q, Rh> and rel_w (B, q_h, q_w, k_w) = <q, Rw>."""
+    q_h, q_w = q_size
+    k_h, k_w = k_size
+    Rh = get_rel_pos(q_h, k_h, rel_pos_h)
+    Rw = get_rel_pos(q_w, k_w, rel_pos_w)
+    B, _, dim = q.shape
+    r_q = q.reshape(B, q_h, q_w, dim)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh)
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw)
+    return rel_h, rel_w
+
+
 def decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size):
     """Decomposed relative position bias of MViTv2/ViTDet, as an additive attention mask.
 
@@ -105,21 +120,14 @@ def decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size):
     Returns:
         Tensor: (B, q_h * q_w, k_h * k_w).
     """
-    q_h, q_w = q_size
-    k_h, k_w = k_size
-    Rh = get_rel_pos(q_h, k_h, rel_pos_h)
-    Rw = get_rel_pos(q_w, k_w, rel_pos_w)
-
-    B, _, dim = q.shape
-    r_q = q.reshape(B, q_h, q_w, dim)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw)
+    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return bias.reshape(B, q_h * q_w, k_h * k_w)
+    return bias.reshape(q.shape[0], q_size[0] * q_size[1], k_size[0] * k_size[1])
 
 
 def add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, q_size, k_size):
-    """Upstream's ``add_decomposed_rel_pos``: ``attn + decomposed_rel_pos_bias(...)``.
+    """Add the decomposed relative position bias to attention logits, in upstream's order of
+    operations (``attn + rel_h`` then ``+ rel_w``): the explicit reference path.
 
     Args:
         attn (Tensor): (B, q_h * q_w, k_h * k_w) attention logits.
@@ -127,7 +135,66 @@ def add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, q_size, k_size):
     Returns:
         Tensor: (B, q_h * q_w, k_h * k_w).
     """
-    return attn + decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    (q_h, q_w), (k_h, k_w) = q_size, k_size
+    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    B = attn.shape[0]
+    attn = attn.view(B, q_h, q_w, k_h, k_w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+    return attn.view(B, q_h * q_w, k_h * k_w)
+
+
+def fold_decomposed_rel_pos(q, k, v, scale, rel_pos_h, rel_pos_w, q_size, k_size, multiple=8):
+    """Fold the decomposed relative position bias into the dot product, so that
+    ``F.scaled_dot_product_attention(q', k', v', scale=scale)[..., :Ev]`` equals
+    ``softmax(scale * q k^T + bias) v`` with **no** (N x N) mask (flash/memory-efficient kernels)::
+
+        q'_i = [q_i, rel_h_i / scale (k_h), rel_w_i / scale (k_w), 0...]
+        k'_j = [k_j, onehot(h_j) (k_h), onehot(w_j) (k_w), 0...]
+        => scale * q'_i . k'_j = scale * q_i . k_j + rel_h[i, h_j] + rel_w[i, w_j]
+
+    where ``rel_h[i, kh] = <q_i, Rh[h_i, kh]>`` uses the *unscaled* queries, as upstream (the
+    1 / scale goes into the small tables, so q is not rescaled: one full-size copy less). The head
+    dim E' is padded with zeros to a multiple of ``multiple``, and ``v`` to E' too (SDPA's fused
+    kernels want equal q/k/v head dims).
+
+    Args:
+        q, k (Tensor): (..., q_h * q_w, E) and (..., k_h * k_w, E).
+        v (Tensor): (..., k_h * k_w, Ev), Ev <= E'.
+        scale (float): logit scale of ``q k^T``, to be passed on to SDPA.
+        rel_pos_h, rel_pos_w, q_size, k_size: see :func:`decomposed_rel_pos_bias`.
+        multiple (int): pad the folded head dim to a multiple of this.
+    Returns:
+        q' (Tensor): (..., q_h * q_w, E'); k' (Tensor): (..., k_h * k_w, E');
+        v' (Tensor): (..., k_h * k_w, E').
+    """
+    (k_h, k_w), E = k_size, q.shape[-1]
+    rel_h, rel_w = _rel_pos_terms(
+        q.reshape(-1, q.shape[-2], E), rel_pos_h / scale, rel_pos_w / scale, q_size, k_size
+    )
+    dim = E + k_h + k_w
+    pad = -dim % multiple
+    # one-hot coordinates of the keys, row j = (h_j, w_j) in row-major order, then zero padding
+    key_pos = torch.cat(
+        [
+            torch.eye(k_h, dtype=k.dtype, device=k.device).repeat_interleave(k_w, dim=0),
+            torch.eye(k_w, dtype=k.dtype, device=k.device).repeat(k_h, 1),
+            k.new_zeros(k_h * k_w, pad),
+        ],
+        dim=1,
+    )
+    lead = q.shape[:-1]
+    q = torch.cat(
+        [
+            q,
+            rel_h.reshape(*lead, k_h).to(q.dtype),
+            rel_w.reshape(*lead, k_w).to(q.dtype),
+            q.new_zeros(()).expand(*lead, pad),
+        ],
+        dim=-1,
+    )
+    k = torch.cat([k, key_pos.expand(*k.shape[:-1], -1)], dim=-1)
+    if v.shape[-1] < dim + pad:
+        v = F.pad(v, (0, dim + pad - v.shape[-1]))
+    return q, k, v
 
 
 def get_abs_pos(abs_pos, has_cls_token, hw):

@@ -4,6 +4,7 @@ Same constructor, parameter names and math as upstream detectron2 (main branch,
 ``detectron2/modeling/backbone/vit.py``), and registered in ``BACKBONE_REGISTRY`` as
 ``build_vitdet_backbone`` for yacs configs (see :func:`add_vitdet_config`).
 """
+
 import math
 from functools import partial
 
@@ -190,7 +191,9 @@ def build_vitdet_backbone(cfg, input_shape):
     """ViT + SimpleFeaturePyramid + LastLevelMaxPool from ``cfg.MODEL.VIT``
     (``MODEL.BACKBONE.NAME: build_vitdet_backbone``, after :func:`add_vitdet_config`)."""
     if "VIT" not in cfg.MODEL:
-        raise KeyError("build_vitdet_backbone: cfg.MODEL.VIT is missing; call add_vitdet_config(cfg)")
+        raise KeyError(
+            "build_vitdet_backbone: cfg.MODEL.VIT is missing; call add_vitdet_config(cfg)"
+        )
     v = cfg.MODEL.VIT
     net = ViT(
         img_size=v.IMG_SIZE,

@@ -3,13 +3,18 @@
 Same constructor arguments, parameter names and math as ``detectron2/modeling/backbone/vit.py``
 (detectron2 main branch), so official ViTDet checkpoints load and give the same outputs, plus:
 
-* attention through :func:`torch.nn.functional.scaled_dot_product_attention` with the decomposed
-  relative-position bias as an additive mask (``use_sdpa=True``, default); ``use_sdpa=False``
-  keeps the explicit ``softmax(q k^T * scale + bias) v`` reference formulation;
+* attention through :func:`torch.nn.functional.scaled_dot_product_attention` (``use_sdpa=True``,
+  default) with the decomposed relative-position bias added as an (N x N) mask
+  (``sdpa_rel_pos="mask"``, default) or folded into the dot product (``sdpa_rel_pos="folded"``:
+  no mask, so SDPA can pick its flash / memory-efficient kernels; 2-5x less memory for global
+  attention, but a head dim of C/heads + H + W, which costs time at large grids on CPU: see
+  ``benchmarks/vit_attention.py``);
+  ``use_sdpa=False`` keeps the explicit ``softmax(q k^T * scale + bias) v`` reference;
 * activation checkpointing with :func:`torch.utils.checkpoint.checkpoint` (no fairscale).
 
 Tokens are channels-last, (B, H, W, C), between blocks.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +26,9 @@ from fvcore.nn import weight_init
 
 from fpt.layers.drop_path import DropPath
 from fpt.layers.rel_pos import (
+    add_decomposed_rel_pos,
     decomposed_rel_pos_bias,
+    fold_decomposed_rel_pos,
     get_abs_pos,
     window_partition,
     window_unpartition,
@@ -65,6 +72,8 @@ class Attention(nn.Module):
         rel_pos_zero_init (bool): zero-init the rel-pos tables (else trunc-normal std 0.02).
         input_size (tuple[int, int]): token grid the rel-pos tables are made for.
         use_sdpa (bool): fused ``F.scaled_dot_product_attention``; False: explicit reference.
+        sdpa_rel_pos (str): how the fused path adds the rel-pos bias: as an additive (N x N)
+            "mask", or "folded" into q and k (see :func:`fold_decomposed_rel_pos`; no mask).
     """
 
     def __init__(
@@ -76,12 +85,14 @@ class Attention(nn.Module):
         rel_pos_zero_init=True,
         input_size=None,
         use_sdpa=True,
+        sdpa_rel_pos="mask",
     ):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
         self.use_sdpa = use_sdpa
+        self.sdpa_rel_pos = _check_sdpa_rel_pos(sdpa_rel_pos)
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -102,29 +113,51 @@ class Attention(nn.Module):
         N = H * W
         # q, k, v: (B, heads, N, head_dim)
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        bias = None
-        if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(
-                q.reshape(B * self.num_heads, N, -1),
-                self.rel_pos_h,
-                self.rel_pos_w,
-                (H, W),
-                (H, W),
-            ).view(B, self.num_heads, N, N)
-        if self.use_sdpa:
-            if bias is not None:
-                bias = bias.to(q.dtype)
+        if self.use_sdpa and self.use_rel_pos and self.sdpa_rel_pos == "folded":
+            head_dim = v.shape[-1]
+            q, k, v = fold_decomposed_rel_pos(
+                q, k, v, self.scale, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W)
+            )
+            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)[..., :head_dim]
+        elif self.use_sdpa:
+            bias = None
+            if self.use_rel_pos:
+                bias = decomposed_rel_pos_bias(
+                    q.reshape(B * self.num_heads, N, -1),
+                    self.rel_pos_h,
+                    self.rel_pos_w,
+                    (H, W),
+                    (H, W),
+                )
+                bias = bias.view(B, self.num_heads, N, N).to(q.dtype)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if bias is not None:
-                attn = attn + bias
-            x = attn.softmax(dim=-1) @ v
+        else:  # the reference formulation, with upstream's order of operations
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).view(B * self.num_heads, N, N)
+            if self.use_rel_pos:
+                attn = add_decomposed_rel_pos(
+                    attn,
+                    q.reshape(B * self.num_heads, N, -1),
+                    self.rel_pos_h,
+                    self.rel_pos_w,
+                    (H, W),
+                    (H, W),
+                )
+            attn = attn.softmax(dim=-1).view(B, self.num_heads, N, N)
+            x = attn @ v
         x = x.transpose(1, 2).reshape(B, H, W, -1)
         return self.proj(x)
 
     def extra_repr(self):
-        return f"num_heads={self.num_heads}, use_rel_pos={self.use_rel_pos}, use_sdpa={self.use_sdpa}"
+        return (
+            f"num_heads={self.num_heads}, use_rel_pos={self.use_rel_pos}, "
+            f"use_sdpa={self.use_sdpa}, sdpa_rel_pos={self.sdpa_rel_pos!r}"
+        )
+
+
+def _check_sdpa_rel_pos(sdpa_rel_pos):
+    if sdpa_rel_pos not in ("folded", "mask"):
+        raise ValueError(f'sdpa_rel_pos={sdpa_rel_pos!r}: expected "folded" or "mask"')
+    return sdpa_rel_pos
 
 
 class Mlp(nn.Module):
@@ -147,7 +180,9 @@ class ResBottleneckBlock(CNNBlockBase):
     added to the input. (B, C, H, W) -> (B, C, H, W).
     """
 
-    def __init__(self, in_channels, out_channels, bottleneck_channels, norm="LN", act_layer=nn.GELU):
+    def __init__(
+        self, in_channels, out_channels, bottleneck_channels, norm="LN", act_layer=nn.GELU
+    ):
         super().__init__(in_channels, out_channels, 1)
         self.conv1 = Conv2d(in_channels, bottleneck_channels, 1, bias=False)
         self.norm1 = get_norm(norm, bottleneck_channels)
@@ -187,7 +222,7 @@ class Block(nn.Module):
         window_size (int): window side; 0 means global attention.
         use_residual_block (bool): append a :class:`ResBottleneckBlock` after the MLP.
         input_size (tuple[int, int]): token grid (for the rel-pos tables of global blocks).
-        use_sdpa (bool): see :class:`Attention`.
+        use_sdpa, sdpa_rel_pos: see :class:`Attention`.
     """
 
     def __init__(
@@ -205,6 +240,7 @@ class Block(nn.Module):
         use_residual_block=False,
         input_size=None,
         use_sdpa=True,
+        sdpa_rel_pos="mask",
     ):
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -216,6 +252,7 @@ class Block(nn.Module):
             rel_pos_zero_init=rel_pos_zero_init,
             input_size=input_size if window_size == 0 else (window_size, window_size),
             use_sdpa=use_sdpa,
+            sdpa_rel_pos=sdpa_rel_pos,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
@@ -277,6 +314,8 @@ class ViT(Backbone):
         pretrain_use_cls_token (bool): pos_embed has a cls-token slot.
         out_feature (str): name of the output feature.
         use_sdpa (bool): fused attention (see :class:`Attention`).
+        sdpa_rel_pos (str): "folded" or "mask" rel-pos bias in fused attention (see
+            :class:`Attention`).
     """
 
     def __init__(
@@ -303,6 +342,7 @@ class ViT(Backbone):
         pretrain_use_cls_token=True,
         out_feature="last_feat",
         use_sdpa=True,
+        sdpa_rel_pos="mask",
     ):
         super().__init__()
         self.pretrain_use_cls_token = pretrain_use_cls_token
@@ -322,7 +362,7 @@ class ViT(Backbone):
         else:
             self.pos_embed = None
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # stochastic depth
         self.blocks = nn.ModuleList(
             Block(
                 dim=embed_dim,
@@ -338,6 +378,7 @@ class ViT(Backbone):
                 use_residual_block=i in residual_block_indexes,
                 input_size=(img_size // patch_size, img_size // patch_size),
                 use_sdpa=use_sdpa,
+                sdpa_rel_pos=sdpa_rel_pos,
             )
             for i in range(depth)
         )
@@ -372,11 +413,16 @@ class ViT(Backbone):
         return {self._out_features[0]: x.permute(0, 3, 1, 2)}
 
 
-def set_vit_attention_impl(model, use_sdpa):
-    """Switch every ViT :class:`Attention` in ``model`` to fused (True) or explicit (False)."""
+def set_vit_attention_impl(model, use_sdpa, sdpa_rel_pos=None):
+    """Switch every ViT :class:`Attention` in ``model`` to fused (True) or explicit (False)
+    attention and, if given, set how fused attention adds the rel-pos bias ("folded"/"mask")."""
+    if sdpa_rel_pos is not None:
+        _check_sdpa_rel_pos(sdpa_rel_pos)
     for m in model.modules():
         if isinstance(m, Attention):
             m.use_sdpa = use_sdpa
+            if sdpa_rel_pos is not None:
+                m.sdpa_rel_pos = sdpa_rel_pos
     return model
 
 

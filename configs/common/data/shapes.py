@@ -4,6 +4,7 @@
 val images, generated on first use under ``$DETECTRON2_DATASETS/shapes``. Images keep their
 size; training adds a horizontal flip.
 """
+
 from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T

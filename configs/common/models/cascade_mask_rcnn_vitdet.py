@@ -1,5 +1,6 @@
 """Cascade Mask R-CNN with a ViTDet backbone: :mod:`mask_rcnn_vitdet` with three cascade stages
 (IoU 0.5/0.6/0.7), each a 4conv1fc LN box head and a class-agnostic box predictor."""
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform

@@ -2,6 +2,7 @@
 ``projects/ViTDet/configs/common/models/mask_rcnn_vitdet.py``: RPN head with 2 convs, 4conv1fc
 box head and 4-conv mask head with channels-first LayerNorm, RGB input, square padding to 1024.
 """
+
 from functools import partial
 
 import torch.nn as nn
@@ -51,7 +52,6 @@ model.roi_heads.box_head.conv_norm = model.roi_heads.mask_head.conv_norm = "LN"
 # 2 convs in the RPN head
 model.proposal_generator.head.conv_dims = [-1, -1]
 
-# 4conv1fc box head, 4-conv mask head
+# 4conv1fc box head (the mask head keeps 4 convs + deconv)
 model.roi_heads.box_head.conv_dims = [256, 256, 256, 256]
 model.roi_heads.box_head.fc_dims = [1024]
-model.roi_heads.mask_head.conv_dims = [256, 256, 256, 256]

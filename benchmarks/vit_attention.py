@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""ViT-B (ViTDet) backbone forward+backward: three formulations of rel-pos attention, same weights.
+
+explicit: ``softmax(q k^T * scale + rel_pos_bias) v`` (upstream's math, (B*heads, N, N) logits).
+mask:     ``F.scaled_dot_product_attention(q, k, v, attn_mask=rel_pos_bias)`` ((N, N) float mask).
+folded:   the bias folded into q and k (``fold_decomposed_rel_pos``), SDPA with no mask (default).
+Each (input size, implementation) runs in its own process, so peak memory is clean: on GPU the
+peak of ``torch.cuda.max_memory_allocated`` during forward+backward, on CPU the growth of the
+process's peak RSS over its RSS once the model is built. Two workloads: the attention of one
+global block alone ("attention") and the whole backbone ("ViT-B").
+
+    python benchmarks/vit_attention.py                      # CPU-friendly: 512, 1 iteration
+    python benchmarks/vit_attention.py --sizes 1024 --depth 3 --workloads ViT-B
+    python benchmarks/vit_attention.py --sizes 512 1024 --iters 5 --amp   # on a GPU
+"""
+
+import fpt  # noqa: F401  (must come first: compat layer)
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from functools import partial
+
+import psutil
+import torch
+from torch import nn
+
+from fpt.modeling.vit import Attention, ViT
+
+# name: (use_sdpa, sdpa_rel_pos), in table order
+IMPLS = {"explicit": (False, "folded"), "mask": (True, "mask"), "folded": (True, "folded")}
+
+
+def build(workload, size, depth, impl):
+    use_sdpa, sdpa_rel_pos = IMPLS[impl]
+    tokens = size // 16
+    if workload == "attention":  # a global-attention block's attention, all tokens at once
+        return Attention(
+            768,
+            12,
+            use_rel_pos=True,
+            input_size=(tokens, tokens),
+            use_sdpa=use_sdpa,
+            sdpa_rel_pos=sdpa_rel_pos,
+        ), (1, tokens, tokens, 768)
+    net = ViT(
+        img_size=size,
+        embed_dim=768,
+        depth=depth,
+        num_heads=12,
+        drop_path_rate=0.1,
+        window_size=14,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        window_block_indexes=[i for i in range(depth) if i % 3 != 2],
+        use_rel_pos=True,
+        use_sdpa=use_sdpa,
+        sdpa_rel_pos=sdpa_rel_pos,
+    )
+    return net, (1, 3, size, size)
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args):
+    """One measurement; prints a JSON line."""
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, shape = build(args.workload, args.size, args.depth, args.impl)
+    model.to(device).train()
+    x = torch.randn(shape, device=device, requires_grad=args.workload == "attention")
+    dtype = torch.bfloat16 if args.amp else torch.float32
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=args.amp):
+            out = model(x)
+            out = out["last_feat"] if isinstance(out, dict) else out
+        out.float().square().mean().backward()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    rss_before = psutil.Process().memory_info().rss / 2**20  # model and input are built
+    for _ in range(args.warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(args.iters):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+    else:
+        peak = peak_rss_mb() - rss_before
+    print(
+        json.dumps(
+            {
+                "time_ms": 1000 * sorted(times)[len(times) // 2],
+                "peak_mb": peak,
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            }
+        )
+    )
+
+
+def run(workload, impl, size, args):
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--workload",
+        workload,
+        "--impl",
+        impl,
+        "--size",
+        str(size),
+        "--depth",
+        str(args.depth),
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+    ] + (["--amp"] if args.amp else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512])
+    parser.add_argument("--depth", type=int, default=12, help="ViT blocks (ViT-B: 12)")
+    parser.add_argument("--iters", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--workloads", nargs="+", default=["attention", "ViT-B"])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    rows, device = [], None
+    for size in args.sizes:
+        for workload in args.workloads:
+            r = {}
+            for impl in IMPLS:
+                r[impl] = run(workload, impl, size, args)
+                print(f"done: {workload} {size} {impl}: {r[impl]}", file=sys.stderr, flush=True)
+            device = r["folded"]["device"]
+            name = workload if workload == "attention" else f"{workload} depth {args.depth}"
+            rows.append((f"{name} {size}x{size}", r))
+    mem = "peak CUDA MB" if device != "cpu" else "peak RSS growth MB"
+    print(
+        f"device: {device}, {'bf16 autocast' if args.amp else 'fp32'}, torch {torch.__version__}, "
+        f"median of {args.iters} iteration(s) after {args.warmup} warm-up, forward+backward, "
+        f"batch 1; ratios: explicit / folded and mask / folded (> 1: folded is better)"
+    )
+    header = ["workload"] + [f"{i} ms" for i in IMPLS] + ["time expl/fold", "time mask/fold"]
+    header += [f"{i} {mem}" for i in IMPLS] + ["mem expl/fold", "mem mask/fold"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for name, r in rows:
+        t = {i: r[i]["time_ms"] for i in IMPLS}
+        m = {i: r[i]["peak_mb"] for i in IMPLS}
+        fold_m = max(m["folded"], 1e-6)
+        cells = [name] + [f"{t[i]:.0f}" for i in IMPLS]
+        cells += [f"{t['explicit'] / t['folded']:.2f}x", f"{t['mask'] / t['folded']:.2f}x"]
+        cells += [f"{m[i]:.0f}" for i in IMPLS]
+        cells += [f"{m['explicit'] / fold_m:.2f}x", f"{m['mask'] / fold_m:.2f}x"]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""Mask R-CNN R-50-FPT, 3x schedule."""
+
+from detectron2.model_zoo import get_config
+
+from .mask_rcnn_R_50_FPT_1x import dataloader, model, optimizer, train
+
+lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_3x
+train.max_iter = 270000
+train.output_dir = "output/mask_rcnn_R_50_FPT_3x"

@@ -1,0 +1,17 @@
+"""Loading pre-trained weights that are not detectron2 checkpoints."""
+
+from .vit_weights import (
+    convert_to_model_state_dict,
+    load_vit_pretrained,
+    read_checkpoint,
+    summarize_keys,
+    vit_pretrained_state_dict,
+)
+
+__all__ = [
+    "convert_to_model_state_dict",
+    "load_vit_pretrained",
+    "read_checkpoint",
+    "summarize_keys",
+    "vit_pretrained_state_dict",
+]

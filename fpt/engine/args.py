@@ -1,0 +1,40 @@
+"""``train_net.py``'s command line: detectron2's ``default_argument_parser`` plus our flags."""
+
+from detectron2.engine import default_argument_parser as d2_argument_parser
+
+__all__ = ["default_argument_parser"]
+
+
+def default_argument_parser(epilog=None):
+    """detectron2's flags (``--config-file --num-gpus --num-machines --machine-rank --dist-url
+    --resume --eval-only`` and trailing ``key=value`` overrides) plus:
+
+    * ``--register-coco NAME JSON IMAGE_ROOT`` (repeatable): a COCO-format dataset;
+    * ``--dist-timeout SECONDS``: how long ranks wait for each other before failing;
+    * ``--visualize N``: draw predictions on N test images at the end (default: the config's
+      ``train.visualize``).
+    """
+    parser = d2_argument_parser(epilog)
+    parser.add_argument(
+        "--register-coco",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format instances json under NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="a rank that waits longer than this for the others fails " "(default: 30 minutes)",
+    )
+    parser.add_argument(
+        "--visualize",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw predictions on N test images into <output_dir>/visualizations",
+    )
+    return parser

@@ -1,0 +1,107 @@
+"""What ``train_net.py`` does: check the config, launch the workers, train or evaluate."""
+
+import logging
+import os
+import sys
+from datetime import timedelta
+
+from omegaconf import DictConfig
+
+from detectron2.utils import comm
+
+from fpt.config_loading import ConfigError, load_config
+from fpt.data import DatasetError, ImageReadError, check_registered, register_coco
+from fpt.evaluation import visualize_predictions
+
+from .args import default_argument_parser
+from .checkpoint import AtomicCheckpointer
+from .ddp import create_ddp_model
+from .launch import DistributedError, launch
+from .setup import default_setup
+from .train_loop import NonFiniteLossError
+from .trainer import Trainer, train_settings
+
+__all__ = ["main", "run", "register_datasets"]
+
+logger = logging.getLogger("fpt")
+
+# errors that are the user's to fix: reported as one line, without a traceback
+USER_ERRORS = (ConfigError, DatasetError, ImageReadError, DistributedError, NonFiniteLossError)
+
+
+def register_datasets(cfg, args):
+    """COCO jsons named on the command line (``--register-coco``) or in the config
+    (``datasets = [dict(name=..., json_file=..., image_root=...)]``, LazyConfig only)."""
+    for name, json_file, image_root in getattr(args, "register_coco", []) or []:
+        register_coco(name, json_file, image_root)
+    if isinstance(cfg, DictConfig) and "datasets" in cfg:
+        for entry in cfg.datasets:
+            register_coco(entry.name, entry.json_file, entry.image_root)
+
+
+def _dataset_names(cfg):
+    if isinstance(cfg, DictConfig):
+        names = []
+        for split in ("train", "test"):
+            node = cfg.dataloader.get(split, {}).get("dataset", {})
+            value = node.get("names") if hasattr(node, "get") else None
+            if value is not None:
+                names += [value] if isinstance(value, str) else list(value)
+        return names
+    return list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+
+
+def main(args):
+    """One worker: set up, then evaluate (``--eval-only``) or train. Returns the results."""
+    cfg = load_config(args.config_file, args.opts)
+    register_datasets(cfg, args)
+    check_registered(_dataset_names(cfg))
+    s = train_settings(cfg)
+    default_setup(cfg, args, s.output_dir, s.seed)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        AtomicCheckpointer(model, s.output_dir).resume_or_load(
+            s.init_checkpoint, resume=args.resume
+        )
+        results = Trainer.test(cfg, create_ddp_model(model))
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+        model = trainer.model
+    model = model.module if hasattr(model, "module") else model
+    num_images = (
+        args.visualize
+        if args.visualize is not None
+        else (cfg.train.visualize.num_images if isinstance(cfg, DictConfig) else 0)
+    )
+    if num_images and comm.is_main_process():
+        test_names = _dataset_names(cfg)[-1:]
+        out = os.path.join(s.output_dir, "visualizations")
+        thresh = cfg.train.visualize.score_thresh if isinstance(cfg, DictConfig) else 0.5
+        files = visualize_predictions(model, test_names[0], out, num_images, thresh)
+        logger.info(f"Predictions on {len(files) - 1} {test_names[0]} images: {files[-1]}")
+    return results
+
+
+def run(argv=None):
+    """Parse ``argv``, check the config before anything starts, launch :func:`main`."""
+    args = default_argument_parser().parse_args(argv)
+    try:
+        # fail fast, in the parent process: config, overrides and dataset names/paths
+        cfg = load_config(args.config_file, args.opts)
+        register_datasets(cfg, args)
+        check_registered(_dataset_names(cfg))
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            timeout=timedelta(seconds=args.dist_timeout),
+        )
+    except USER_ERRORS as e:
+        message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,29 @@
+"""Running trained models: image files, folders, videos and cameras; drawings and COCO JSON.
+
+The model side is :class:`fpt.predictor.Predictor`; this package is the input/output around it,
+used by ``demo/demo.py``.
+"""
+
+from .coco_json import CocoResultsWriter, assign_image_ids
+from ..data.images import ImageReadError, read_image
+from .images import expand_inputs
+from .runner import display_available, run_on_images, run_on_video
+from .video import AsyncPredictor, VideoError, VideoSource, default_devices, run_pipeline
+from .visualize import Drawer
+
+__all__ = [
+    "AsyncPredictor",
+    "CocoResultsWriter",
+    "Drawer",
+    "ImageReadError",
+    "VideoError",
+    "VideoSource",
+    "assign_image_ids",
+    "default_devices",
+    "display_available",
+    "expand_inputs",
+    "read_image",
+    "run_on_images",
+    "run_on_video",
+    "run_pipeline",
+]

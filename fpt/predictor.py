@@ -1,0 +1,228 @@
+"""One predictor for every config we ship, LazyConfig or yacs.
+
+detectron2's ``DefaultPredictor`` only reads yacs configs (on a LazyConfig it fails with
+"Missing key DATASETS"). :class:`Predictor` reads both: it builds the model, loads its weights,
+and takes the test-time resize, the input channel order and the class names from the config,
+exactly as the config's test loader would.
+"""
+
+import logging
+import os
+import pickle
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+import detectron2.data.transforms as T
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+
+from .config_loading import ConfigError, first_line, is_lazy_config
+
+__all__ = ["Predictor", "pick_device", "config_metadata"]
+
+logger = logging.getLogger(__name__)
+
+# attributes that hold a model's score threshold at test time (ROI heads, RetinaNet, FCOS,
+# PanopticFPN's instance/semantic combination)
+_SCORE_THRESHOLD_ATTRIBUTES = ("test_score_thresh", "combine_instances_score_thresh")
+
+
+def pick_device(requested=None, configured=None):
+    """The device to run on (training or inference): ``requested`` if given; else the config's
+    device when usable (a configured ``cuda`` where CUDA is missing becomes ``cpu``, logged);
+    else ``cuda`` when available, ``cpu`` otherwise."""
+    if requested:
+        return torch.device(requested)
+    if configured and (not str(configured).startswith("cuda") or torch.cuda.is_available()):
+        return torch.device(configured)
+    if configured:
+        logger.info(f"CUDA is not available: running on CPU instead of {configured}.")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Predictor:
+    """
+    Run a detectron2 model built from a LazyConfig or a yacs config on images (numpy arrays).
+
+    The config gives everything (LazyConfig / yacs):
+
+    * model: ``instantiate(cfg.model)`` / ``build_model(cfg)``;
+    * weights: ``cfg.train.init_checkpoint`` / ``MODEL.WEIGHTS``, loaded with
+      ``DetectionCheckpointer``;
+    * test-time resize: ``cfg.dataloader.test.mapper.augmentations`` (e.g. ``ResizeShortestEdge``,
+      or ViTDet's ``ResizeShortestEdge(1024, 1024)``) / ``INPUT.MIN_SIZE_TEST``, ``MAX_SIZE_TEST``;
+    * channel order: the model's ``input_format`` (else the test mapper's ``image_format``) /
+      ``INPUT.FORMAT``;
+    * class names: the metadata of ``cfg.dataloader.test.dataset.names`` / ``DATASETS.TEST[0]``.
+
+    Example::
+
+        predictor = Predictor(load_config("configs/Shapes/mask_rcnn_R_18_FPN_tiny.py",
+                                          ["train.init_checkpoint=model_final.pth"]))
+        outputs = predictor.predict([cv2.imread("a.jpg"), cv2.imread("b.jpg")])
+    """
+
+    def __init__(self, cfg, device=None, batch_size=1, score_threshold=None, image_format="BGR"):
+        """
+        Args:
+            cfg: a LazyConfig (``omegaconf.DictConfig``) or a yacs ``CfgNode``.
+            device (str or None): e.g. "cpu", "cuda:1". Default: the config's device when
+                available, else cuda when available, else cpu.
+            batch_size (int): images per forward pass in :meth:`predict`.
+            score_threshold (float or None): if given, the model's test score thresholds are set
+                to it and instances scoring below it are dropped.
+            image_format (str): channel order of the images given to this predictor, "BGR"
+                (as ``cv2.imread`` returns) or "RGB".
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.image_format = image_format
+        self.score_threshold = score_threshold
+        if is_lazy_config(cfg):
+            self.device = pick_device(device, OmegaConf.select(cfg, "train.device"))
+            self.model, weights, self.augmentations, self.metadata = self._from_lazy(cfg)
+            weights_key = "train.init_checkpoint"
+        else:
+            self.device = pick_device(device, cfg.MODEL.DEVICE)
+            self.model, weights, self.augmentations, self.metadata = self._from_yacs(cfg)
+            weights_key = "MODEL.WEIGHTS"
+        self.input_format = getattr(self.model, "input_format", None) or self._config_format(cfg)
+        if self.input_format not in ("RGB", "BGR"):
+            raise ConfigError(f"model input format must be RGB or BGR, got {self.input_format!r}")
+        if score_threshold is not None:
+            self._set_score_threshold(score_threshold)
+        self.model.to(self.device).eval()
+        self.weights = self._load_weights(weights, weights_key)
+
+    # ---- building, from either kind of config ----
+    def _from_lazy(self, cfg):
+        from detectron2.config import instantiate
+
+        if "model" not in cfg:
+            raise ConfigError("LazyConfig has no 'model' to build")
+        try:
+            model = instantiate(cfg.model)
+        except (TypeError, ValueError, KeyError, AssertionError, AttributeError) as e:
+            raise ConfigError(f"cannot build cfg.model: {type(e).__name__}: {first_line(e)}")
+        augs = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None)
+        if augs is None:
+            logger.warning("config has no dataloader.test.mapper.augmentations: no test resize")
+        augmentations = T.AugmentationList([instantiate(a) for a in (augs or [])])
+        weights = OmegaConf.select(cfg, "train.init_checkpoint", default="")
+        return model, weights, augmentations, config_metadata(cfg)
+
+    def _from_yacs(self, cfg):
+        from detectron2.modeling import build_model
+
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.DEVICE = str(self.device)
+        model = build_model(cfg)
+        resize = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        augmentations = T.AugmentationList([resize] if cfg.INPUT.MIN_SIZE_TEST > 0 else [])
+        return model, cfg.MODEL.WEIGHTS, augmentations, config_metadata(cfg)
+
+    @staticmethod
+    def _config_format(cfg):
+        if is_lazy_config(cfg):
+            return OmegaConf.select(cfg, "dataloader.test.mapper.image_format", default="BGR")
+        return cfg.INPUT.FORMAT
+
+    def _set_score_threshold(self, threshold):
+        for module in self.model.modules():
+            for name in _SCORE_THRESHOLD_ATTRIBUTES:
+                if isinstance(getattr(module, name, None), float):
+                    setattr(module, name, float(threshold))
+
+    def _load_weights(self, weights, key):
+        if not weights:
+            raise ConfigError(f"no checkpoint given: set {key}=PATH (the trained model's .pth)")
+        if "://" not in weights and not os.path.isfile(weights):
+            raise ConfigError(f"checkpoint not found: {weights} (from {key})")
+        try:
+            DetectionCheckpointer(self.model).load(weights)
+        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
+            raise ConfigError(f"cannot load checkpoint {weights}: {first_line(e)}") from None
+        return weights
+
+    # ---- inference ----
+    def preprocess(self, image):
+        """
+        Args:
+            image (np.ndarray): ``(H, W, 3)`` uint8, in this predictor's ``image_format``.
+
+        Returns:
+            dict: the model input: ``image`` a ``(3, h, w)`` float32 tensor (resized, in the
+            model's channel order), ``height``/``width`` the original size (outputs are scaled
+            back to it).
+        """
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
+            shape = getattr(image, "shape", type(image).__name__)
+            raise ValueError(f"expected an (H, W, 3) image array, got {shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {image.dtype}")
+        height, width = image.shape[:2]
+        if self.image_format != self.input_format:
+            image = image[:, :, ::-1]
+        aug_input = T.AugInput(np.ascontiguousarray(image))
+        self.augmentations(aug_input)
+        tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
+        return {"image": tensor, "height": height, "width": width}
+
+    def __call__(self, image):
+        """Predict one image (see :meth:`predict`)."""
+        return self.predict([image])[0]
+
+    @torch.no_grad()
+    def predict(self, images):
+        """
+        Args:
+            images (list[np.ndarray]): ``(H, W, 3)`` uint8 images (sizes may differ), run
+                ``batch_size`` at a time.
+
+        Returns:
+            list[dict]: one model output per image, on the CPU, in original image coordinates:
+            ``instances`` (``pred_boxes``, ``scores``, ``pred_classes``, ``pred_masks``...),
+            ``sem_seg`` or ``panoptic_seg``, as the model produces.
+        """
+        outputs = []
+        for start in range(0, len(images), self.batch_size):
+            inputs = [self.preprocess(im) for im in images[start : start + self.batch_size]]
+            outputs += [self._postprocess(out) for out in self.model(inputs)]
+        return outputs
+
+    def _postprocess(self, output):
+        output = {k: _to_cpu(v) for k, v in output.items()}
+        if self.score_threshold is not None and "instances" in output:
+            instances = output["instances"]
+            output["instances"] = instances[instances.scores >= self.score_threshold]
+        return output
+
+
+def _to_cpu(value):
+    if isinstance(value, tuple):  # panoptic_seg: (segments tensor, segments info)
+        return tuple(_to_cpu(v) for v in value)
+    return value.to("cpu") if hasattr(value, "to") else value
+
+
+def config_metadata(cfg):
+    """The metadata (class names, colors, category ids) of a config's test dataset:
+    ``dataloader.test.dataset.names`` (LazyConfig) or ``DATASETS.TEST`` (yacs), first entry."""
+    if is_lazy_config(cfg):
+        names = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
+    else:
+        names = cfg.DATASETS.TEST
+    if isinstance(names, (list, tuple)) or OmegaConf.is_list(names):
+        names = names[0] if len(names) else None
+    if not names:
+        return Metadata(name="unknown")
+    return MetadataCatalog.get(names)

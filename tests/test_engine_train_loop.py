@@ -1,0 +1,162 @@
+"""AMPTrainer (accumulation, clipping, AMP, NaN stop), EMA, atomic checkpoints, resumable
+sampler, CPU-safe SyncBN (fpt.engine)."""
+
+import itertools
+import os
+
+import pytest
+import torch
+
+from detectron2.data.samplers import TrainingSampler
+from detectron2.layers import NaiveSyncBatchNorm
+from detectron2.utils.events import EventStorage
+
+from fpt.engine.checkpoint import AtomicCheckpointer, atomic_write
+from fpt.engine.ddp import cpu_safe_sync_batchnorm
+from fpt.engine.hooks import EMAHook
+from fpt.engine.sampler import ResumableTrainingSampler
+from fpt.engine.train_loop import AMPTrainer, NonFiniteLossError, clip_gradients
+
+
+class Regression(torch.nn.Module):
+    """loss = mean((x @ w - y)^2) on a batch [(x, y), ...]; returns a loss dict."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, batch):
+        x = torch.stack([b[0] for b in batch])
+        y = torch.stack([b[1] for b in batch])
+        out = self.linear(x)
+        return {"loss_mse": ((out - y) ** 2).mean(), "loss_l1": (out - y).abs().mean() * 0}
+
+
+def _batches(n, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        [(torch.randn(4, generator=g), torch.randn(1, generator=g)) for _ in range(size)]
+        for _ in range(n)
+    ]
+
+
+def _step(model, loader, **kwargs):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = AMPTrainer(model, loader, opt, **kwargs)
+    with EventStorage(0):
+        trainer.iter = 0
+        trainer.run_step()
+    return model
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    small = _batches(2, 3)
+    big = [small[0] + small[1]]
+    a = _step(Regression(), small, iter_size=2)
+    b = _step(Regression(), big, iter_size=1)
+    # mean over 2 x 3 samples == mean of the two 3-sample means
+    torch.testing.assert_close(a.linear.weight, b.linear.weight)
+    assert not torch.equal(a.linear.weight, Regression().linear.weight)  # it did move
+
+
+def test_gradient_clipping_by_norm():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    params[0].grad = torch.tensor([3.0, 4.0, 0.0])
+    total = clip_gradients(params, "norm", clip_value=1.0)
+    assert total.item() == pytest.approx(5.0)
+    torch.testing.assert_close(params[0].grad, torch.tensor([0.6, 0.8, 0.0]))
+    clip_gradients(params, "value", clip_value=0.7)
+    torch.testing.assert_close(params[0].grad, torch.tensor([0.6, 0.7, 0.0]))
+    with pytest.raises(ValueError, match="clip_type"):
+        clip_gradients(params, "full")
+
+
+def test_clipping_inside_the_step_limits_the_update():
+    data = [[(torch.ones(4) * 100, torch.zeros(1))]]
+    model = _step(Regression(), data, clip_gradients={"clip_type": "norm", "clip_value": 0.01})
+    delta = torch.cat(
+        [(p - q).flatten() for p, q in zip(model.parameters(), Regression().parameters())]
+    )
+    assert delta.norm().item() == pytest.approx(0.1 * 0.01, rel=1e-4)  # lr * max norm
+
+
+def test_bf16_autocast_on_cpu():
+    seen = []
+
+    class Probe(Regression):
+        def forward(self, batch):
+            out = super().forward(batch)
+            seen.append(self.linear(torch.zeros(1, 4)).dtype)
+            return out
+
+    _step(Probe(), _batches(1, 2), amp=True)
+    assert seen == [torch.bfloat16]
+    _step(Probe(), _batches(1, 2), amp=False)
+    assert seen[-1] == torch.float32
+
+
+def test_non_finite_loss_stops_with_iteration_and_names():
+    data = [[(torch.full((4,), float("nan")), torch.zeros(1))]]
+    with pytest.raises(NonFiniteLossError, match=r"iteration 0 .*loss_mse"):
+        _step(Regression(), data)
+
+
+def test_ema_follows_the_formula():
+    model = Regression()
+    ema = EMAHook(model, decay=0.9)
+    w0 = model.linear.weight.detach().clone()
+    with torch.no_grad():
+        model.linear.weight.add_(1.0)
+    ema.after_step()
+    torch.testing.assert_close(ema.ema["linear.weight"], 0.9 * w0 + 0.1 * (w0 + 1))
+    with ema.swapped():
+        torch.testing.assert_close(model.linear.weight, ema.ema["linear.weight"])
+    torch.testing.assert_close(model.linear.weight, w0 + 1)  # training weights back
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
+    path = tmp_path / "model.pth"
+    atomic_write(str(path), lambda f: f.write(b"complete"))
+
+    def dies_midway(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(path), dies_midway)
+    assert path.read_bytes() == b"complete"
+    assert os.listdir(tmp_path) == ["model.pth"]  # no temp file left
+
+
+def test_best_checkpoint_does_not_move_last_checkpoint(tmp_path):
+    ckpt = AtomicCheckpointer(Regression(), str(tmp_path))
+    ckpt.save("model_0000009", iteration=9)
+    ckpt.save("model_best", iteration=5)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    loaded = torch.load(tmp_path / "model_best.pth", weights_only=True)
+    assert loaded["iteration"] == 5
+
+
+def test_resumable_sampler_continues_the_same_stream():
+    full = list(itertools.islice(iter(TrainingSampler(10, seed=3)), 25))
+    resumed = ResumableTrainingSampler(10, seed=3)
+    resumed.resume_at(17)
+    assert list(itertools.islice(iter(resumed), 8)) == full[17:]
+
+
+def test_sync_batchnorm_becomes_cpu_safe_with_same_state():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.SyncBatchNorm(4))
+    model[1].running_mean.fill_(0.5)
+    assert cpu_safe_sync_batchnorm(model) == 1
+    assert type(model[1]) is NaiveSyncBatchNorm
+    torch.testing.assert_close(model[1].running_mean, torch.full((4,), 0.5))
+
+
+def test_divergence_inside_the_model_names_the_iteration():
+    class Diverges(Regression):
+        def forward(self, batch):
+            raise FloatingPointError("Predicted boxes or scores contain Inf/NaN.")
+
+    with pytest.raises(NonFiniteLossError, match=r"diverged at iteration 0: Predicted boxes"):
+        _step(Diverges(), _batches(1, 2))

@@ -1,0 +1,178 @@
+"""FPT models from the LazyConfigs: a tiny Mask R-CNN trains and predicts, the segmentation
+config trains, and the COCO configs say what their names say."""
+
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling.backbone.resnet import BasicBlock, ResNet
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from fpt.modeling import FPT
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _load(path):
+    return LazyConfig.load(os.path.join(CONFIGS, path))
+
+
+def _shrink_resnet(bottom_up):
+    """A ResNet-18 with 16..128 channels and BatchNorm: fast on CPU, trains from scratch."""
+    bottom_up.stem.update(out_channels=16, norm="BN")
+    channels = [16, 16, 32, 64, 128]
+    bottom_up.stages = [
+        L(ResNet.make_stage)(
+            block_class=BasicBlock,
+            num_blocks=1,
+            in_channels=channels[i],
+            out_channels=channels[i + 1],
+            stride_per_block=[1 if i == 0 else 2],
+            norm="BN",
+        )
+        for i in range(4)
+    ]
+    bottom_up.freeze_at = 0
+
+
+def _synthetic_batch(seed=0, size=(96, 128)):
+    """Two images with a bright square and a dimmer disk on noise, with boxes and masks."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    batch = []
+    for i in range(2):
+        image = torch.rand(3, h, w, generator=g) * 40
+        square = (ys >= 10 + 8 * i) & (ys < 50 + 8 * i) & (xs >= 12) & (xs < 52)
+        disk = (ys - 60) ** 2 + (xs - (80 + 6 * i)) ** 2 < 20**2
+        image[:, square] += 200
+        image[1:, disk] += 120
+        masks = torch.stack([square, disk])
+        instances = Instances((h, w))
+        instances.gt_masks = BitMasks(masks)
+        instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        instances.gt_classes = torch.tensor([0, 1])
+        batch.append({"image": image, "instances": instances, "height": h, "width": w})
+    return batch
+
+
+def test_tiny_fpt_mask_rcnn_trains_and_predicts():
+    torch.manual_seed(0)
+    cfg = _load("common/models/mask_rcnn_fpt_tiny.py")
+    _shrink_resnet(cfg.model.backbone.pyramid.bottom_up)
+    cfg.model.roi_heads.batch_size_per_image = 64
+    cfg.model.proposal_generator.post_nms_topk = (100, 50)
+    cfg.model.roi_heads.box_predictor.update(test_score_thresh=0.0, test_topk_per_image=10)
+    model = instantiate(cfg.model)
+    assert isinstance(model.backbone, FPT)
+    assert len(model.backbone.grounding_transformers) == 6
+    batch = _synthetic_batch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    losses = []
+    for _ in range(6):
+        with EventStorage():
+            loss_dict = model(batch)
+        loss = sum(loss_dict.values())
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+    assert {"loss_mask", "loss_rpn_cls", "loss_box_reg"} <= set(loss_dict)
+
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{"image": b["image"]} for b in batch])
+    for out in outputs:
+        instances = out["instances"]
+        assert len(instances) > 0
+        assert instances.image_size == (96, 128)
+        assert instances.pred_masks.shape[1:] == (96, 128)
+        assert isinstance(instances.pred_boxes, Boxes)
+        assert instances.scores.max() <= 1
+
+
+def test_semantic_segmentation_config_trains():
+    torch.manual_seed(0)
+    cfg = _load("Cityscapes/semantic_R_50_FPT.py")
+    assert cfg.dataloader.train.dataset.names == "cityscapes_fine_sem_seg_train"
+    _shrink_resnet(cfg.model.backbone.pyramid.bottom_up)
+    cfg.model.backbone.out_channels = 32
+    cfg.model.sem_seg_head.update(conv_dims=32, num_classes=4)
+    cfg.model.pixel_std = [57.0, 57.0, 57.0]
+    model = instantiate(cfg.model).train()
+    fpt = model.backbone
+    assert {gt.mode for gt in fpt.grounding_transformers.values()} == {"local"}
+    assert fpt._out_features == ["p2", "p3", "p4", "p5"]
+    g = torch.Generator().manual_seed(0)
+    batch = []
+    for _ in range(2):
+        image = torch.rand(3, 64, 128, generator=g) * 255
+        target = (image[0] > 128).long() + 2 * (image[1] > 128).long()
+        target[:4] = 255  # ignored
+        batch.append({"image": image, "sem_seg": target})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(3):
+        loss = model(batch)["loss_sem_seg"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
+    grads = [p.grad for p in fpt.grounding_transformers.parameters()]
+    assert all(gr is not None and gr.abs().sum() > 0 for gr in grads)
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": batch[0]["image"], "height": 32, "width": 64}])
+    assert out[0]["sem_seg"].shape == (4, 32, 64)
+
+
+@pytest.mark.parametrize(
+    "name,depth,masks,iters",
+    [
+        (f"{kind}_rcnn_R_{depth}_FPT_{s}", depth, kind == "mask", {"1x": 90000, "3x": 270000}[s])
+        for kind in ("mask", "faster")
+        for depth in (50, 101)
+        for s in ("1x", "3x")
+    ],
+)
+def test_coco_configs(name, depth, masks, iters):
+    cfg = _load(f"COCO/FPT/{name}.py")
+    backbone = cfg.model.backbone
+    assert backbone.pyramid.bottom_up.stages.depth == depth
+    assert f"R-{depth}.pkl" in cfg.train.init_checkpoint
+    assert (cfg.model.roi_heads.mask_head is not None) == masks
+    assert cfg.train.max_iter == iters
+    assert cfg.lr_multiplier.scheduler.milestones[-1] == iters
+    assert cfg.dataloader.train.dataset.names == "coco_2017_train"
+    assert (backbone.norm, backbone.dropblock_prob) == ("SyncBN", 0.1)
+    assert backbone.self_transformer and backbone.grounding_transformer
+    assert backbone.rendering_transformer
+
+
+def test_bfp_baseline_is_fpt_without_transformers():
+    model = instantiate(_load("COCO/FPT/mask_rcnn_R_50_BFP_1x.py").model)
+    neck = model.backbone
+    assert not (neck.self_transformers or neck.grounding_transformers)
+    assert not neck.rendering_transformers
+    assert [c.in_channels for c in neck.fusion_convs.values()] == [256] * 4
+    shapes = neck.output_shape()
+    assert [(f, s.stride) for f, s in shapes.items()] == [
+        ("p2", 4),
+        ("p3", 8),
+        ("p4", 16),
+        ("p5", 32),
+        ("p6", 64),
+    ]
+
+
+def test_faster_rcnn_common_model_has_no_mask_branch():
+    model = instantiate(_load("common/models/faster_rcnn_fpt.py").model)
+    assert not model.roi_heads.mask_on
+    assert isinstance(model.backbone, FPT)
