@@ -3,7 +3,7 @@
 
 explicit: ``softmax(q k^T * scale + rel_pos_bias) v`` (upstream's math, (B*heads, N, N) logits).
 mask:     ``F.scaled_dot_product_attention(q, k, v, attn_mask=rel_pos_bias)`` ((N, N) float mask).
-folded:   the bias folded into q and k (``fold_decomposed_rel_pos``), SDPA with no mask (default).
+folded:   the bias folded into q and k (``fold_decomposed_rel_pos``), SDPA with no mask (opt-in).
 Each (input size, implementation) runs in its own process, so peak memory is clean: on GPU the
 peak of ``torch.cuda.max_memory_allocated`` during forward+backward, on CPU the growth of the
 process's peak RSS over its RSS once the model is built. Two workloads: the attention of one

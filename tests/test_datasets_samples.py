@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from fpt.data.catalog import dataset_root
 from fpt.data.samples import labelme_to_coco, voc_to_coco
 
 VOC = """<annotation><size><width>40</width><height>30</height><depth>3</depth></size>
@@ -44,11 +45,33 @@ def test_voc_xml_to_coco_boxes():
     assert {a["category_id"] for a in single["annotations"]} == {1}
 
 
-@pytest.mark.skipif(
-    not os.path.isfile("datasets/deepforest/annotations.json"),
-    reason="run datasets/prepare_samples.py first",
-)
+def _prepared(name):
+    """A sample set built by tools/setup.sh (datasets/prepare_samples.py)."""
+    path = os.path.join(dataset_root(None), name, "annotations.json")
+    assert os.path.isfile(path), f"{path} missing: run datasets/prepare_samples.py (tools/setup.sh does)"
+    with open(path) as f:
+        return json.load(f)
+
+
 def test_prepared_deepforest_has_951_trees():
-    with open("datasets/deepforest/annotations.json") as f:
-        coco = json.load(f)
+    coco = _prepared("deepforest")
     assert len(coco["images"]) == 4 and len(coco["annotations"]) == 951
+    assert coco["categories"] == [{"id": 1, "name": "Tree"}]
+
+
+def test_prepared_labelme_voc_photos():
+    coco = _prepared("labelme_voc")
+    assert len(coco["images"]) == 3
+    assert "_background_" not in {c["name"] for c in coco["categories"]}
+    ids = [a["id"] for a in coco["annotations"]]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) > 0
+    assert all(a["segmentation"] and len(a["segmentation"][0]) >= 6 for a in coco["annotations"])
+
+
+@pytest.mark.parametrize("name", ["labelme_voc", "deepforest_trees"])
+def test_prepared_sets_load_through_the_catalog(name):
+    from detectron2.data import DatasetCatalog
+
+    dicts = DatasetCatalog.get(name)
+    assert dicts and all(os.path.isfile(d["file_name"]) for d in dicts)
+    assert all(d["annotations"] for d in dicts)

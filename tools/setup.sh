@@ -44,4 +44,7 @@ say "detectron2"
 say "fpt (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e . > .venv/fpt-install.log 2>&1 || { cat .venv/fpt-install.log; exit 1; }
 
+say "sample data sets (datasets/prepare_samples.py)"
+"$PY" datasets/prepare_samples.py > .venv/prepare-samples.log 2>&1 || { cat .venv/prepare-samples.log; exit 1; }
+
 "$PY" -c "import fpt, detectron2; print('[setup] ready: fpt', fpt.__version__, '| detectron2', detectron2.__version__, '| torch', __import__('torch').__version__)"

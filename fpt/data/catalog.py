@@ -12,6 +12,12 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+
+def dataset_root(root=None):
+    """Where datasets live: ``root``, else ``$DETECTRON2_DATASETS``, else ``datasets`` (as in
+    detectron2's builtin datasets)."""
+    return os.path.expanduser(root or os.getenv("DETECTRON2_DATASETS", "datasets"))
+
 __all__ = ["DatasetError", "register_coco", "check_registered", "check_files", "check_image_files"]
 
 

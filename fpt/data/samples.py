@@ -23,7 +23,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 
-from .catalog import register_coco
+from .catalog import dataset_root, register_coco
 
 __all__ = [
     "LABELME",
@@ -44,10 +44,6 @@ _DEEPFOREST_IMAGES = (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _root(root):
-    return os.path.expanduser(root or os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
 def download(requirement, cache, kind):
@@ -88,8 +84,8 @@ def labelme_to_coco(coco):
 
 def prepare_labelme(root=None, cache=None):
     """Build ``<root>/labelme_voc/{annotations.json, JPEGImages/}``; returns the folder."""
-    out = os.path.join(_root(root), "labelme_voc")
-    sdist = download(LABELME, cache or os.path.join(_root(root), ".cache"), "sdist")
+    out = os.path.join(dataset_root(root), "labelme_voc")
+    sdist = download(LABELME, cache or os.path.join(dataset_root(root), ".cache"), "sdist")
     prefix = "examples/instance_segmentation/data_dataset_coco/"
     os.makedirs(os.path.join(out, "JPEGImages"), exist_ok=True)
     with tarfile.open(sdist) as tar:
@@ -143,8 +139,8 @@ def voc_to_coco(xml_texts, file_names, category=None):
 
 def prepare_deepforest(root=None, cache=None):
     """Build ``<root>/deepforest/{annotations.json, images/}``; returns the folder."""
-    out = os.path.join(_root(root), "deepforest")
-    wheel = download(DEEPFOREST, cache or os.path.join(_root(root), ".cache"), "wheel")
+    out = os.path.join(dataset_root(root), "deepforest")
+    wheel = download(DEEPFOREST, cache or os.path.join(dataset_root(root), ".cache"), "wheel")
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     xml_texts, file_names = [], []
     with zipfile.ZipFile(wheel) as z:
@@ -164,7 +160,7 @@ def prepare_deepforest(root=None, cache=None):
 
 def register_samples(root=None):
     """Register ``labelme_voc`` and ``deepforest_trees`` (built by datasets/prepare_samples.py)."""
-    root = _root(root)
+    root = dataset_root(root)
     register_coco(
         "labelme_voc",
         os.path.join(root, "labelme_voc", "annotations.json"),

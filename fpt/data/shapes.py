@@ -24,6 +24,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .catalog import dataset_root
+
 __all__ = ["SHAPES_CLASSES", "SHAPES_SPLITS", "generate_shapes", "register_shapes", "shapes_root"]
 
 SHAPES_CLASSES = ("circle", "square", "triangle")
@@ -36,8 +38,7 @@ logger = logging.getLogger(__name__)
 
 def shapes_root(root=None):
     """The cache folder: ``<root or $DETECTRON2_DATASETS or 'datasets'>/shapes``."""
-    root = root or os.getenv("DETECTRON2_DATASETS", "datasets")
-    return os.path.join(os.path.expanduser(root), "shapes")
+    return os.path.join(dataset_root(root), "shapes")
 
 
 def _polygon(kind, cx, cy, r, angle):
@@ -160,7 +161,7 @@ def register_shapes(root=None):
 
     ``root`` (default: ``$DETECTRON2_DATASETS`` or ``datasets``, read now) holds ``shapes/``.
     """
-    root = root or os.getenv("DETECTRON2_DATASETS", "datasets")
+    root = dataset_root(root)
     folder = shapes_root(root)
     for name in SHAPES_SPLITS:
         if name in DatasetCatalog.list():
