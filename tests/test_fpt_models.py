@@ -9,7 +9,7 @@ from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.backbone.resnet import BasicBlock, ResNet
 from detectron2.structures import BitMasks, Boxes, Instances
-from detectron2.utils.events import EventStorage
+from support import assert_loss_falls, train_steps
 
 from fpt.modeling import FPT
 
@@ -71,18 +71,8 @@ def test_tiny_fpt_mask_rcnn_trains_and_predicts():
     assert len(model.backbone.grounding_transformers) == 6
     batch = _synthetic_batch()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
-    losses = []
-    for _ in range(6):
-        with EventStorage():
-            loss_dict = model(batch)
-        loss = sum(loss_dict.values())
-        assert torch.isfinite(loss)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+    losses, loss_dict = train_steps(model, batch, 6, optimizer)
+    assert_loss_falls(losses)
     assert {"loss_mask", "loss_rpn_cls", "loss_box_reg"} <= set(loss_dict)
 
     model.eval()
@@ -117,14 +107,8 @@ def test_semantic_segmentation_config_trains():
         target[:4] = 255  # ignored
         batch.append({"image": image, "sem_seg": target})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    for _ in range(3):
-        loss = model(batch)["loss_sem_seg"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
+    losses, _ = train_steps(model, batch, 3, optimizer)
+    assert losses[-1] < losses[0], losses
     grads = [p.grad for p in fpt.grounding_transformers.parameters()]
     assert all(gr is not None and gr.abs().sum() > 0 for gr in grads)
     model.eval()

@@ -6,7 +6,7 @@ import torch
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import BitMasks, Boxes, Instances
-from detectron2.utils.events import EventStorage
+from support import assert_loss_falls, train_steps
 
 
 def synthetic_batch(n=2, size=128):
@@ -43,19 +43,9 @@ def test_tiny_vitdet_trains_and_predicts(repo_root):
     optimizer = instantiate(cfg.optimizer)
     batch = synthetic_batch(n=1)
     model.roi_heads.batch_size_per_image = 64
-    model.train()
-    losses = []
-    for it in range(8):
-        with EventStorage(it):
-            loss_dict = model(batch)
-        loss = sum(loss_dict.values())
-        assert torch.isfinite(loss)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, loss_dict = train_steps(model, batch, 8, optimizer)
     assert {"loss_rpn_cls", "loss_cls", "loss_box_reg", "loss_mask"} <= set(loss_dict)
-    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+    assert_loss_falls(losses)
     grads = [p.grad for n, p in model.named_parameters() if n.startswith("backbone.net.blocks.0")]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
