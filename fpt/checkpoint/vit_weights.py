@@ -13,9 +13,9 @@ import pickle
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fpt.compat.checkpoint import load_trusted
+from fpt.layers.rel_pos import get_abs_pos
 
 __all__ = [
     "read_checkpoint",
@@ -62,10 +62,8 @@ def _resize_pos_embed(pos_embed, target_shape, key):
         gs, gt = int(round(s**0.5)), int(round(t**0.5))
         if gs * gs == s and gt * gt == t and pos_embed.shape[2] == target_shape[2]:
             cls, grid = pos_embed[:, :has_cls], pos_embed[:, has_cls:]
-            grid = grid.reshape(1, gs, gs, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid.float(), size=(gt, gt), mode="bicubic", align_corners=False)
-            grid = grid.permute(0, 2, 3, 1).reshape(1, gt * gt, -1).to(pos_embed.dtype)
-            return torch.cat([cls, grid], dim=1)
+            grid = get_abs_pos(grid.float(), False, (gt, gt))  # the model's own resize
+            return torch.cat([cls, grid.reshape(1, gt * gt, -1).to(pos_embed.dtype)], dim=1)
     raise ValueError(
         f"{key}: checkpoint shape {tuple(pos_embed.shape)} cannot be resized to "
         f"{tuple(target_shape)} (expected square grids and equal channels)"
