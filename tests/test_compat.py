@@ -1,8 +1,6 @@
 """The install contract: detectron2 0.6 imports and works on this stack after ``import fpt``."""
-import importlib
 import json
 import os
-import pickle
 import subprocess
 import sys
 import warnings
