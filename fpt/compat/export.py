@@ -16,7 +16,7 @@ import sys
 import types
 
 _CAFFE2_NAMES = {"Caffe2Tracer", "Caffe2Model", "export_caffe2_model", "export_onnx_model",
-                 "add_export_config", "Caffe2Tracer", "api", "caffe2_export", "caffe2_inference",
+                 "add_export_config", "api", "caffe2_export", "caffe2_inference",
                  "caffe2_modeling", "caffe2_patch", "c10", "shared"}
 
 
