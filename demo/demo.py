@@ -5,7 +5,8 @@
         --opts train.init_checkpoint=output/shapes_mask_rcnn_R_18_FPN_tiny/model_final.pth
 
 Exit code: 0 when every input was processed, 1 when some image could not be read (each one
-reported in one line and skipped), 2 for a bad config, checkpoint, video or argument.
+reported in one line and skipped), 2 for a bad config, checkpoint, video or argument, or a
+predictor worker process (``--num-workers``) that failed or died.
 """
 
 import argparse
@@ -19,10 +20,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import fpt  # noqa: E402,F401  (first of ours: adapts detectron2 to this stack)
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from fpt.compat.checkpoint import allow_unsafe_load  # noqa: E402
 from fpt.config_loading import ConfigError, load_config  # noqa: E402
 from fpt.inference import (  # noqa: E402
     AsyncPredictor,
     ImageReadError,
+    PredictorWorkerError,
     VideoError,
     default_devices,
     display_available,
@@ -56,6 +59,11 @@ def get_parser():
     )
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="load a checkpoint holding arbitrary Python objects (only a file you trust)",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=2, help="images or frames per forward pass"
     )
     parser.add_argument(
@@ -81,6 +89,8 @@ def main(argv=None):
     predictor = None
     try:
         paths = check_inputs(args)
+        if args.unsafe_load:
+            allow_unsafe_load()
         predictor = build_predictor(args, load_config(args.config_file, args.opts))
         if paths is None:
             source = 0 if args.webcam else args.video_input
@@ -93,7 +103,7 @@ def main(argv=None):
         )
         logger.info("%d of %d images done, %d skipped", len(paths) - failed, len(paths), failed)
         return 1 if failed else 0
-    except (ConfigError, VideoError, ImageReadError, OSError) as e:
+    except (ConfigError, VideoError, ImageReadError, PredictorWorkerError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "add_training_config",
     "check_overrides",
+    "check_rpe_specs",
     "fill_train_defaults",
     "first_line",
     "get_common_train",
@@ -50,6 +51,7 @@ TRAIN_DEFAULTS = dict(
     best_checkpoint=dict(metric="", mode="max"),  # e.g. "bbox/AP": keep model_best.pth
     plot=True,  # write metrics.png (loss and AP curves) at the end of training
     visualize=dict(num_images=0, score_thresh=0.5),  # predictions drawn at the end
+    cudnn_benchmark=None,  # None: on when every batch has one input size (e.g. LSJ)
 )
 
 _QUOTES = "\"'"
@@ -88,9 +90,9 @@ def add_training_config(cfg):
 
 def _yacs_config_hooks():
     """The ``add_*_config`` functions of ours that every yacs config gets."""
-    from .modeling import add_fpt_config, add_vitdet_config
+    from .modeling import add_detr_config, add_fpt_config, add_vitdet_config
 
-    return (add_training_config, add_fpt_config, add_vitdet_config)
+    return (add_training_config, add_fpt_config, add_vitdet_config, add_detr_config)
 
 
 # ---- loading ----
@@ -147,9 +149,11 @@ def _load_lazy(path, opts):
     fill_train_defaults(cfg.train)
     check_overrides(cfg, opts)
     try:
-        return LazyConfig.apply_overrides(cfg, opts)
+        cfg = LazyConfig.apply_overrides(cfg, opts)
     except Exception as e:  # hydra's parser and omegaconf raise their own error types
         raise ConfigError(f"bad override in {opts}: {first_line(e)}") from None
+    check_rpe_specs(cfg)
+    return cfg
 
 
 def _load_yacs(path, opts, hooks):
@@ -166,6 +170,7 @@ def _load_yacs(path, opts, hooks):
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise ConfigError(f"bad override in {opts}: {first_line(e)}") from None
+    check_rpe_specs(cfg)
     cfg.freeze()
     return cfg
 
@@ -186,6 +191,37 @@ def fill_train_defaults(train, defaults=TRAIN_DEFAULTS):
             train[key] = value
         elif isinstance(value, dict) and isinstance(train[key], (dict, DictConfig)):
             fill_train_defaults(train[key], value)
+
+
+# ---- value checks ----
+_RPE_KEYS = ("rpe", "enc_rpe", "RPE", "ENC_RPE")  # iRPE specs: ViT attention, DETR encoder
+
+
+def check_rpe_specs(cfg):
+    """Raise :class:`ConfigError` for an iRPE spec that does not parse (any key named ``rpe`` or
+    ``enc_rpe``; yacs: ``MODEL.VIT.RPE``, ``MODEL.DETR.ENC_RPE``), naming the key, before a model
+    is built."""
+    from .layers.irpe import parse_rpe_spec
+
+    tree = OmegaConf.to_container(cfg, resolve=False) if is_lazy_config(cfg) else cfg
+    for key, value in _find_keys(tree, _RPE_KEYS):
+        if value is None or (key.isupper() and value in ("", "none", "None")):
+            continue  # yacs writes "no iRPE" as an empty string
+        try:
+            parse_rpe_spec(value)
+        except ValueError as e:
+            raise ConfigError(f"config key {key!r}: {first_line(e)}") from None
+
+
+def _find_keys(node, names, prefix=""):
+    """(dotted key, value) of every entry named one of ``names`` in nested dicts/lists."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if k in names:
+            yield key, v
+        elif isinstance(v, (dict, list)):
+            yield from _find_keys(v, names, key + ".")
 
 
 # ---- override checks ----

@@ -148,10 +148,22 @@ class Predictor:
             raise ConfigError(f"no checkpoint given: set {key}=PATH (the trained model's .pth)")
         if "://" not in weights and not os.path.isfile(weights):
             raise ConfigError(f"checkpoint not found: {weights} (from {key})")
+        checkpointer = DetectionCheckpointer(self.model)
+        loaded = []  # what detectron2's loader reports: missing / unexpected keys
+        load_model = checkpointer._load_model
+        checkpointer._load_model = lambda checkpoint: loaded.append(load_model(checkpoint))
         try:
-            DetectionCheckpointer(self.model).load(weights)
+            checkpointer.load(weights)
         except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as e:
             raise ConfigError(f"cannot load checkpoint {weights}: {first_line(e)}") from None
+        missing = loaded[0].missing_keys if loaded and loaded[0] is not None else []
+        total = len(self.model.state_dict())
+        if len(missing) > total // 2:  # predicting with mostly random weights: refuse
+            raise ConfigError(
+                f"checkpoint {weights} does not fit this model: {len(missing)} of the model's "
+                f"{total} weights are not in it (e.g. {', '.join(missing[:2])}); was it trained with "
+                "another config?"
+            )
         return weights
 
     # ---- inference ----

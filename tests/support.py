@@ -1,5 +1,8 @@
 """Helpers shared by the model tests (importable as ``support``: pytest puts tests/ on sys.path)."""
+
 import torch
+
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from detectron2.utils.events import EventStorage
 
@@ -26,3 +29,36 @@ def train_steps(model, batch, iters, optimizer):
 def assert_loss_falls(totals, factor=0.8):
     """The mean of the last two losses is below ``factor`` x the mean of the first two."""
     assert sum(totals[-2:]) / 2 < factor * sum(totals[:2]) / 2, totals
+
+
+# ---- official DETR checkpoint layout (independent of tools/convert_detr_checkpoint.py) ----
+COCO_CATEGORY_IDS = sorted(c["id"] for c in COCO_CATEGORIES if c["isthing"])
+
+
+def detr_official_name(key):
+    """Our key -> official DETR's (the inverse of the documented renames)."""
+    if not key.startswith("backbone."):
+        return key
+    k = key[len("backbone.") :]
+    k = k.replace("shortcut.norm", "downsample.1").replace("shortcut", "downsample.0")
+    for t in (1, 2, 3):
+        k = k.replace(f"conv{t}.norm", f"bn{t}")
+    for t in (1, 2, 3, 4):
+        k = k.replace(f"res{t + 1}", f"layer{t}")
+    if k.startswith("stem."):
+        k = k[len("stem.") :]
+    return "backbone.0.body." + k
+
+
+def detr_to_official(state_dict):
+    """A state dict of ours in the official layout: renamed keys, class head grown to 92 rows
+    (row = COCO category id, unused ids random, row 91 = no object)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("class_embed.") and value.shape[0] == 81:
+            full = torch.randn((92,) + tuple(value.shape[1:]), dtype=value.dtype)
+            full[torch.as_tensor(COCO_CATEGORY_IDS)] = value[:80]
+            full[91] = value[80]
+            value = full
+        out[detr_official_name(key)] = value.clone()
+    return out

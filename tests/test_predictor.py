@@ -245,6 +245,17 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
         Predictor(load_config(S.TINY_LAZY, [f"train.init_checkpoint={broken}"]))
 
 
+def test_checkpoint_of_another_model_is_one_line(tmp_path):
+    other = tmp_path / "other.pth"
+    torch.save({"model": {"head.weight": torch.zeros(3, 3), "head.bias": torch.zeros(3)}}, other)
+    with pytest.raises(ConfigError) as e:
+        Predictor(load_config(S.TINY_LAZY, [f"train.init_checkpoint={other}"]))
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"checkpoint {other} does not fit this model: ")
+    assert "was it trained with another config?" in message
+
+
 # ---- COCO results JSON ----
 def test_coco_json_round_trips_through_loadres(lazy_ckpt, tmp_path):
     predictor = Predictor(lazy_cfg(lazy_ckpt), score_threshold=0.3)

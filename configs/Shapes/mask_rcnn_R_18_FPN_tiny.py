@@ -10,32 +10,18 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
-from detectron2.modeling.backbone.resnet import BasicBlock, ResNet
 from detectron2.solver import WarmupParamScheduler
 
 from ..common.data.shapes import dataloader
+from ..common.models.resnet_tiny import make_resnet18_tiny
 from ..common.models.tiny_heads import make_heads_tiny
 from ..common.train import train
 
 model = get_config("common/models/mask_rcnn_fpn.py").model
 optimizer = get_config("common/optim.py").SGD
 
-width, channels = 32, 64  # ResNet stem/res2 width (64 in ResNet-18), FPN channels
-bottom_up = model.backbone.bottom_up
-bottom_up.stem.out_channels = width
-bottom_up.stem.norm = "BN"
-bottom_up.stages = [
-    L(ResNet.make_stage)(
-        block_class=BasicBlock,
-        num_blocks=2,
-        in_channels=width * 2 ** max(i - 1, 0),
-        out_channels=width * 2**i,
-        stride_per_block=[1 if i == 0 else 2, 1],
-        norm="BN",
-    )
-    for i in range(4)
-]
-bottom_up.freeze_at = 0
+channels = 64  # FPN channels
+make_resnet18_tiny(model.backbone.bottom_up, width=32)
 model.backbone.out_channels = channels
 model.pixel_std = [57.375, 57.120, 58.395]
 

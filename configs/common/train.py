@@ -1,8 +1,9 @@
 """detectron2's ``common/train.py`` plus the training features of ``fpt.engine``.
 
 See ``fpt.config_loading.TRAIN_DEFAULTS`` for the added fields (seed, iter_size, AMP, gradient
-clipping, EMA, reference world size, best checkpoint, plot, visualize). Upstream configs that
-import detectron2's ``train`` get the same defaults when ``fpt`` loads them.
+clipping, EMA, reference world size, best checkpoint, plot, visualize, cudnn benchmark).
+Upstream configs that import detectron2's ``train`` get the same defaults when ``fpt`` loads
+them.
 """
 
 from detectron2.model_zoo import get_config

@@ -1,5 +1,6 @@
 """Loading pre-trained weights that are not detectron2 checkpoints."""
 
+from .errors import CheckpointError
 from .vit_weights import (
     convert_to_model_state_dict,
     load_vit_pretrained,
@@ -9,6 +10,7 @@ from .vit_weights import (
 )
 
 __all__ = [
+    "CheckpointError",
     "convert_to_model_state_dict",
     "load_vit_pretrained",
     "read_checkpoint",

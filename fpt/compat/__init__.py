@@ -16,6 +16,8 @@ from . import (
     coco_masks,
     export,
     fast_eval,
+    lr_scheduler,
+    map_dataset,
     norms,
     numpy_aliases,
     pillow,
@@ -52,7 +54,6 @@ def apply():
     _APPLIED = True
     # module-level fixes that must precede any detectron2 import
     pillow.apply()
-    numpy_aliases.apply()
     tensor_array.apply()
     with warnings_.quiet_imports():
         c_ops.apply()
@@ -63,6 +64,9 @@ def apply():
         checkpoint.apply()
         anchors.apply()
         training.apply()
+        map_dataset.apply()
+        lr_scheduler.apply()
+        numpy_aliases.apply()
         for module in _IMPORTED_EAGERLY:
             importlib.import_module(module)
     # last: these re-point names in every imported detectron2 module

@@ -1,20 +1,25 @@
 """Stand-ins for detectron2's compiled ops (``detectron2._C``), absent from the registry sdist.
 
-What: when ``detectron2._C`` cannot be imported, register a Python module in its place:
+What: when detectron2 has no working compiled ops, register a Python module as ``detectron2._C``:
 - deformable convolution (``DeformConv``, ``ModulatedDeformConv``) runs through
   ``torchvision.ops.deform_conv2d`` on every device, forward and backward (detectron2 0.6 itself
   has no CPU backward and no CPU modulated deform conv);
 - the fast COCO evaluation is provided by :mod:`fpt.compat.fast_eval`;
 - ``collect_env`` reports "not compiled" instead of calling ``_C.get_compiler_version``;
-- rotated-box ops (IoU, NMS, ROIAlignRotated) have no library equivalent here: calling them
-  raises one clear error naming the feature.
+- rotated-box ops (IoU, NMS, batched NMS, ROIAlignRotated) have no library equivalent here: each
+  raises :class:`MissingCompiledOp`, one line naming the feature. Rotated NMS is registered as the
+  operator ``torch.ops.detectron2.nms_rotated`` that detectron2 calls, so ``nms_rotated``,
+  ``batched_nms_rotated`` and RRPN reach the same error.
+"Compiled ops present" means: ``detectron2._C`` imports and has every op detectron2 calls. A
+``_C`` that is there but does not load (built against another torch: "undefined symbol") or
+lacks ops is reported in one logged line and replaced, instead of failing every import.
 Why: detectron2/layers/deform_conv.py, layers/rotated_boxes.py, layers/roi_align_rotated.py and
 evaluation/fast_eval_api.py do ``from detectron2 import _C`` at import time, so without it
 ``detectron2.modeling`` and ``detectron2.evaluation`` do not import at all.
 When it can go: never for the Python-only install; with a compiled detectron2 it steps aside.
 """
 import importlib
-import importlib.util
+import logging
 import sys
 import types
 
@@ -22,16 +27,47 @@ import torch
 from torchvision.ops import deform_conv2d
 
 _MODULE = "detectron2._C"
+# what detectron2 0.6 calls on its compiled module (layers/, evaluation/, utils/collect_env.py)
+_C_FUNCTIONS = (
+    "box_iou_rotated", "roi_align_rotated_forward", "roi_align_rotated_backward",
+    "deform_conv_forward", "deform_conv_backward_input", "deform_conv_backward_filter",
+    "modulated_deform_conv_forward", "modulated_deform_conv_backward",
+    "InstanceAnnotation", "COCOevalEvaluateImages", "COCOevalAccumulate",
+    "get_compiler_version", "get_cuda_version",
+)
+_verdict = None  # (has compiled ops, why not) once decided
+
+
+def _check_compiled():
+    try:
+        module = importlib.import_module(_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name in (_MODULE, "detectron2"):  # the Python-only install: nothing to report
+            return False, None
+        return False, f"detectron2._C does not load ({e})"
+    except ImportError as e:  # e.g. built against another torch: "undefined symbol ..."
+        return False, "detectron2._C does not load ({})".format(str(e).splitlines()[0][:200])
+    missing = [name for name in _C_FUNCTIONS if not hasattr(module, name)]
+    if not hasattr(torch.ops.detectron2, "nms_rotated"):
+        missing.append("torch.ops.detectron2.nms_rotated")
+    if missing:
+        return False, "detectron2._C lacks " + ", ".join(missing)
+    return True, None
 
 
 def has_compiled_ops():
-    """True when a real compiled ``detectron2._C`` is importable."""
+    """True when ``detectron2._C`` imports and has every compiled op detectron2 0.6 calls."""
+    global _verdict
     if getattr(sys.modules.get(_MODULE), "__fpt_stand_in__", False):
         return False
-    try:
-        return importlib.util.find_spec(_MODULE) is not None
-    except ModuleNotFoundError:  # detectron2 itself missing
-        return False
+    if _verdict is None:
+        _verdict = _check_compiled()
+        if _verdict[1]:
+            logging.getLogger("fpt").warning(
+                "%s: using fpt's Python stand-ins for detectron2's compiled ops instead "
+                "(rebuild detectron2 against this torch to use its own).", _verdict[1],
+            )
+    return _verdict[0]
 
 
 class MissingCompiledOp(NotImplementedError):
@@ -41,8 +77,9 @@ class MissingCompiledOp(NotImplementedError):
 def _missing(feature):
     def op(*args, **kwargs):
         raise MissingCompiledOp(
-            f"{feature} needs detectron2's compiled ops (detectron2._C), which this Python-only "
-            "install does not have; build detectron2 from source to use it."
+            f"{feature} needs detectron2's compiled ops (detectron2._C), which this install does "
+            "not have (Python-only, or built for another torch); build detectron2 from source "
+            "against this torch to use it."
         )
 
     op.__name__ = feature
@@ -87,17 +124,20 @@ def _stand_in_module():
     return mod
 
 
+_LIBRARY = None  # keeps the torch.library registration alive
+
+
 def _register_rotated_nms():
-    """``torch.ops.detectron2.nms_rotated`` is looked up at call time (layers/nms.py)."""
-    if hasattr(torch.ops, "detectron2") and hasattr(torch.ops.detectron2, "nms_rotated"):
+    """``nms_rotated`` calls the operator ``torch.ops.detectron2.nms_rotated`` (layers/nms.py:96),
+    which only the compiled ``_C`` registers: register one that raises the clear error."""
+    global _LIBRARY
+    if _LIBRARY is not None or hasattr(torch.ops.detectron2, "nms_rotated"):
         return
-    import detectron2.layers.nms as nms
-
-    nms.nms_rotated = _missing("Rotated NMS (nms_rotated)")
-    # batched_nms_rotated calls nms_rotated through the module global
-    import detectron2.layers as layers
-
-    layers.nms_rotated = nms.nms_rotated
+    _LIBRARY = torch.library.Library("detectron2", "DEF")
+    _LIBRARY.define("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor")
+    _LIBRARY.impl(
+        "nms_rotated", _missing("Rotated NMS (nms_rotated)"), "CompositeExplicitAutograd"
+    )
 
 
 def apply():

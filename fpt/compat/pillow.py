@@ -3,6 +3,7 @@
 What: re-add the removed names on ``PIL.Image`` as aliases of ``Image.Resampling`` members.
 Why: detectron2 0.6 uses ``Image.LINEAR`` as a default argument
 (data/transforms/transform.py:46), so ``import detectron2.data`` fails on Pillow >= 10.
+Scope: process-wide (``PIL.Image`` is shared), additive only: names Pillow no longer has.
 When it can go: when detectron2 is >= 0.7 (it uses ``Image.BILINEAR``).
 """
 from PIL import Image

@@ -6,6 +6,11 @@ Why: torch's ``Tensor.__array__(dtype=None)`` lacks it, so every ``np.array(tens
 warns on numpy 2 — detectron2 does that for each predicted mask during COCO evaluation
 (evaluation/coco_evaluation.py ``instances_to_coco_json``) and when drawing (utils/visualizer.py),
 hundreds of warnings per evaluation.
+Scope: process-wide — it patches the ``torch.Tensor`` class, so every ``np.array(tensor)`` in
+the process (the user's code, pycocotools, PIL, ...) takes the patched method. It cannot be
+narrower: numpy calls ``Tensor.__array__`` itself, wherever a tensor reaches it. It is as narrow as
+the protocol allows: the same arrays as before (same dtype, memory shared unless a copy is asked
+for), only the keyword is accepted, and it steps aside when torch's method has ``copy``.
 When it can go: when torch's ``Tensor.__array__`` accepts ``copy`` (then this steps aside).
 """
 import inspect

@@ -5,6 +5,7 @@ sample sets ``labelme_voc`` and ``deepforest_trees`` (built by ``datasets/prepar
 """
 
 from .catalog import DatasetError, check_image_files, check_registered, register_coco
+from .detr_mapper import DetrDatasetMapper, DetrResize, RandomSelect
 from .images import ImageReadError, read_image
 from .mapper import RobustDatasetMapper
 from .samples import register_samples
@@ -15,7 +16,10 @@ register_samples()
 
 __all__ = [
     "DatasetError",
+    "DetrDatasetMapper",
+    "DetrResize",
     "ImageReadError",
+    "RandomSelect",
     "RobustDatasetMapper",
     "SHAPES_CLASSES",
     "check_image_files",

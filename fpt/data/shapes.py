@@ -6,7 +6,8 @@ each instance's polygon is its exact visible mask.
 
 The images and a COCO-format json per split are written once, on first use, into
 ``<root>/shapes/`` (root: ``$DETECTRON2_DATASETS``, default ``datasets``). A ``meta.json`` there
-records the generator settings; a cache made with other settings is regenerated.
+records the generator settings; a cache made with other settings is regenerated. In a
+distributed run only local rank 0 of each machine generates; the other ranks wait for it.
 
 ``import fpt`` registers ``shapes_train`` and ``shapes_val`` (cheap: nothing is generated until
 ``DatasetCatalog.get`` is called).
@@ -17,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 import cv2
 import numpy as np
@@ -24,7 +26,9 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .catalog import dataset_root
+from detectron2.utils import comm
+
+from .catalog import DatasetError, dataset_root
 
 __all__ = ["SHAPES_CLASSES", "SHAPES_SPLITS", "generate_shapes", "register_shapes", "shapes_root"]
 
@@ -101,12 +105,41 @@ def _coco_split(name, split_id, num_images, seed, size, max_instances, image_dir
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def generate_shapes(root=None, seed=0, size=128, max_instances=4, splits=None):
+def _local_rank():
+    """This process's rank on its machine: 0 outside a distributed run."""
+    try:
+        return comm.get_local_rank()
+    except AssertionError:  # a process group set up without detectron2's local group
+        return int(os.environ.get("LOCAL_RANK", comm.get_rank()))
+
+
+def _is_current(meta_file, meta):
+    if not os.path.isfile(meta_file):
+        return False
+    with open(meta_file) as f:
+        return json.load(f) == meta
+
+
+def _wait_for(folder, meta_file, meta, timeout):
+    """Wait (no collective: any caller may) until local rank 0 has generated ``folder``."""
+    logger.info("Waiting for local rank 0 to generate the shapes dataset in %s", folder)
+    deadline = time.monotonic() + timeout
+    while not _is_current(meta_file, meta):
+        if time.monotonic() > deadline:
+            raise DatasetError(
+                f"shapes dataset: local rank 0 did not generate {folder} within {timeout:g} s"
+            )
+        time.sleep(0.2)
+    return folder
+
+
+def generate_shapes(root=None, seed=0, size=128, max_instances=4, splits=None, timeout=600):
     """Generate (if missing or stale) the shapes images and COCO jsons; return the folder.
 
     Layout: ``<folder>/images/*.png``, ``<folder>/<split>.json``, ``<folder>/meta.json``.
-    The folder is written to a temporary sibling and renamed into place, so concurrent
-    processes (DDP ranks) and interrupted runs never see a half-written dataset.
+    In a distributed run, local rank 0 generates and the other ranks of its machine wait for it
+    (up to ``timeout`` seconds). The folder is written to a temporary sibling and renamed into
+    place, so other processes and interrupted runs never see a half-written dataset.
     """
     folder = shapes_root(root)
     splits = splits or SHAPES_SPLITS
@@ -118,10 +151,11 @@ def generate_shapes(root=None, seed=0, size=128, max_instances=4, splits=None):
         "splits": {k: list(v) for k, v in splits.items()},
     }
     meta_file = os.path.join(folder, "meta.json")
+    if _is_current(meta_file, meta):
+        return folder
+    if _local_rank() != 0:
+        return _wait_for(folder, meta_file, meta, timeout)
     if os.path.isfile(meta_file):
-        with open(meta_file) as f:
-            if json.load(f) == meta:
-                return folder
         logger.info("Regenerating %s: it was made with other settings.", folder)
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
@@ -171,6 +205,8 @@ def register_shapes(root=None):
         MetadataCatalog.get(name).set(
             thing_classes=list(SHAPES_CLASSES),
             thing_colors=[(220, 20, 60), (0, 130, 230), (30, 170, 60)],
+            # category ids 1..3 of the json (set now: the json is written on first use)
+            thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SHAPES_CLASSES))},
             json_file=os.path.join(folder, f"{name}.json"),
             image_root=os.path.join(folder, "images"),
             evaluator_type="coco",

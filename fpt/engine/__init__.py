@@ -5,7 +5,7 @@ from .args import default_argument_parser
 from .checkpoint import AtomicCheckpointer
 from ..config_loading import ConfigError, check_overrides, load_config
 from .ddp import create_ddp_model
-from .launch import DistributedError, launch
+from .launch import DistributedError, WorkerError, launch
 from .main import main, run
 from .train_loop import AMPTrainer, NonFiniteLossError
 from .trainer import Trainer
@@ -17,6 +17,7 @@ __all__ = [
     "DistributedError",
     "NonFiniteLossError",
     "Trainer",
+    "WorkerError",
     "check_overrides",
     "create_ddp_model",
     "default_argument_parser",

@@ -10,9 +10,12 @@ def default_argument_parser(epilog=None):
     --resume --eval-only`` and trailing ``key=value`` overrides) plus:
 
     * ``--register-coco NAME JSON IMAGE_ROOT`` (repeatable): a COCO-format dataset;
-    * ``--dist-timeout SECONDS``: how long ranks wait for each other before failing;
+    * ``--dist-timeout SECONDS``: how long ranks wait for each other before failing (every
+      process group);
     * ``--visualize N``: draw predictions on N test images at the end (default: the config's
-      ``train.visualize``).
+      ``train.visualize``);
+    * ``--unsafe-load``: fully unpickle checkpoints that hold objects outside the allow-list of
+      :mod:`fpt.compat.checkpoint` (only for files you trust).
     """
     parser = d2_argument_parser(epilog)
     parser.add_argument(
@@ -28,7 +31,8 @@ def default_argument_parser(epilog=None):
         type=float,
         default=1800.0,
         metavar="SECONDS",
-        help="a rank that waits longer than this for the others fails " "(default: 30 minutes)",
+        help="a rank that waits longer than this for the others fails, in every process group "
+        "(default: 30 minutes)",
     )
     parser.add_argument(
         "--visualize",
@@ -36,5 +40,11 @@ def default_argument_parser(epilog=None):
         default=None,
         metavar="N",
         help="draw predictions on N test images into <output_dir>/visualizations",
+    )
+    parser.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="load checkpoints holding arbitrary Python objects (runs code from the file: only "
+        "for files you trust); default: tensors, numpy arrays and plain containers only",
     )
     return parser

@@ -3,7 +3,9 @@
 detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]`` (wrong for a CPU
 module), and ``torch.nn.SyncBatchNorm`` only runs on CUDA. Here ``device_ids`` is set only for
 CUDA models, and on CPU every ``SyncBatchNorm`` becomes detectron2's ``NaiveSyncBatchNorm``
-(same statistics across ranks, through plain ``all_reduce`` that gloo supports), with a logged note.
+(same statistics across ranks, through plain ``all_reduce`` that gloo supports), with a logged note:
+:func:`prepare_sync_batchnorm`, which must run before the optimizer is built (the replacement
+layers have new parameters; the trainer calls it when it builds the model).
 detectron2's ``train.ddp.broadcast_buffers`` is passed as ``forward_sync_buffers`` where torch
 deprecated the old name.
 """
@@ -17,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.utils import comm
 
-__all__ = ["create_ddp_model", "cpu_safe_sync_batchnorm"]
+__all__ = ["create_ddp_model", "cpu_safe_sync_batchnorm", "prepare_sync_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +47,27 @@ def cpu_safe_sync_batchnorm(module):
     return count
 
 
+def prepare_sync_batchnorm(model):
+    """On CPU in a multi-process run, replace ``model``'s ``SyncBatchNorm`` layers (CUDA only) by
+    ``NaiveSyncBatchNorm`` (in place). Call it before building the optimizer: the new layers'
+    parameters are new tensors. Returns the number replaced (0 on CUDA or in one process)."""
+    if comm.get_world_size() == 1 or next(model.parameters()).is_cuda:
+        return 0
+    n = cpu_safe_sync_batchnorm(model)
+    if n:
+        logger.info(
+            f"CPU training: {n} SyncBatchNorm layers run as NaiveSyncBatchNorm "
+            "(all_reduce over gloo)."
+        )
+    return n
+
+
 def create_ddp_model(model, *, fp16_compression=False, **kwargs):
     """Wrap ``model`` in DDP when there is more than one process (else return it unchanged).
 
     Args:
-        model (nn.Module): on CUDA or CPU.
+        model (nn.Module): on CUDA or CPU; for training, already through
+            :func:`prepare_sync_batchnorm` before its optimizer was built.
         fp16_compression (bool): fp16 gradient all-reduce (CUDA only; ignored on CPU).
         kwargs: more ``DistributedDataParallel`` arguments (e.g. ``broadcast_buffers``).
     """
@@ -59,12 +77,7 @@ def create_ddp_model(model, *, fp16_compression=False, **kwargs):
     if on_cuda:
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
     else:
-        n = cpu_safe_sync_batchnorm(model)
-        if n:
-            logger.info(
-                f"CPU training: {n} SyncBatchNorm layers run as NaiveSyncBatchNorm "
-                "(all_reduce over gloo)."
-            )
+        prepare_sync_batchnorm(model)  # a no-op when the trainer already did it
     if "broadcast_buffers" in kwargs and _HAS_FORWARD_SYNC:
         # torch >= 2.13 renamed it (and warns on the old name); same per-forward behaviour
         kwargs["forward_sync_buffers"] = kwargs.pop("broadcast_buffers")

@@ -1,4 +1,5 @@
-"""Training hooks beyond detectron2's: weight EMA and the end-of-training plot."""
+"""Training hooks beyond detectron2's: weight EMA, per-rank resume state, the end-of-training
+plot."""
 
 import contextlib
 import logging
@@ -9,23 +10,36 @@ import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["EMAHook", "PlotHook"]
+__all__ = ["EMAHook", "PlotHook", "RankStateHook"]
 
 logger = logging.getLogger(__name__)
 
 
 class EMAHook(HookBase):
     """Exponential moving average of the weights: ``ema = decay * ema + (1 - decay) * w`` after
-    every step (floating-point parameters and buffers). Its state is part of the checkpoint;
-    :meth:`swapped` puts the EMA weights into the model for evaluation."""
+    every step (floating-point parameters and buffers); :meth:`swapped` puts the EMA weights into
+    the model for evaluation.
+
+    The EMA starts from the model's weights when the hook is made; the trainer calls
+    :meth:`reset` once ``train.init_checkpoint`` is loaded, so that it starts from the loaded
+    weights. The checkpointer saves the EMA weights as the checkpoint's ``model`` (the weights
+    that were evaluated) and restores them on resume (:class:`AtomicCheckpointer`); ``restored``
+    says whether that happened.
+    """
 
     def __init__(self, model, decay=0.9998):
         self.model = model.module if hasattr(model, "module") else model
         self.decay = decay
-        self.ema = {k: v.detach().clone() for k, v in self._tensors().items()}
+        self.ema = {}
+        self.reset()
 
     def _tensors(self):
         return {k: v for k, v in self.model.state_dict().items() if v.dtype.is_floating_point}
+
+    def reset(self):
+        """Start the average from the model's current weights."""
+        self.ema = {k: v.detach().clone() for k, v in self._tensors().items()}
+        self.restored = False
 
     @torch.no_grad()
     def after_step(self):
@@ -42,13 +56,34 @@ class EMAHook(HookBase):
         finally:
             self.model.load_state_dict(current, strict=False)
 
-    def state_dict(self):
-        return {k: v.cpu() for k, v in self.ema.items()}
+    def model_state_dict(self):
+        """The model's state dict with the EMA weights in place of the training ones."""
+        state = self.model.state_dict()
+        state.update(self.ema)
+        return state
 
     def load_state_dict(self, state_dict):
+        """Take the EMA weights from a state dict (a checkpoint's ``model``; older checkpoints
+        kept them in the trainer's hook states, which also land here)."""
         for k, v in state_dict.items():
             if k in self.ema:
                 self.ema[k].copy_(v)
+        self.restored = True
+
+
+class RankStateHook(HookBase):
+    """On the iterations the checkpointer saves at (every ``period`` and the last one), gather
+    each rank's resume state (``trainer.rank_state()``: its RNGs and data sampler) to every rank,
+    just before the checkpoint is written; the trainer saves the list. A collective: registered
+    on every rank, right before the ``PeriodicCheckpointer``."""
+
+    def __init__(self, period):
+        self.period = period
+
+    def after_step(self):
+        it = self.trainer.iter
+        if (it + 1) % self.period == 0 or it >= self.trainer.max_iter - 1:
+            self.trainer.rank_states = (it, comm.all_gather(self.trainer.rank_state()))
 
 
 class PlotHook(HookBase):

@@ -2,18 +2,30 @@
 
 detectron2 0.6's ``launch`` asserts CUDA and hard-codes NCCL (engine/launch.py:95-99). Here:
 
-* the backend is NCCL when CUDA has enough devices, else gloo (so ``--num-gpus 2`` on a CPU
-  machine runs 2 processes);
+* the backend and device follow the config's device and the hardware
+  (:func:`distributed_backend`): a CUDA config on a machine with CUDA runs one process per GPU
+  over NCCL (``--num-gpus`` larger than the GPUs present is one error line); a CPU config, or a
+  CUDA config on a machine without CUDA (which trains on CPU), runs its processes over gloo;
 * ``dist_url`` may be ``tcp://HOST:PORT``, ``auto`` (a free local port), or ``env://``
   (``MASTER_ADDR``/``MASTER_PORT``, plus ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` when started by
   torchrun or SLURM: then this process *is* the worker and nothing is spawned);
-* a rank that dies makes the others exit with a clear error instead of hanging: collectives
-  time out after ``timeout``, and ``mp.spawn`` terminates the siblings of a failed process.
+* every process group (the world, the per-machine group, detectron2's gloo side group for
+  ``comm.all_gather``) gets ``timeout``, so a rank that dies makes the others fail after it;
+* a worker that fails logs its rank and full traceback (into its ``log.txt[.rankN]`` once the
+  loggers are set up, else on stderr); ``mp.spawn`` stops its siblings and :func:`launch` raises
+  :class:`WorkerError`, whose one-line message names the rank, the exception type and message,
+  and where the traceback is.
 """
 
+import contextlib
+import json
 import logging
 import os
+import re
+import shutil
 import socket
+import tempfile
+import traceback
 from datetime import timedelta
 
 import torch
@@ -24,15 +36,36 @@ from detectron2.utils import comm
 
 from ..config_loading import first_line
 
-__all__ = ["launch", "DEFAULT_TIMEOUT", "find_free_port", "DistributedError"]
+__all__ = [
+    "launch",
+    "DEFAULT_TIMEOUT",
+    "find_free_port",
+    "distributed_backend",
+    "DistributedError",
+    "WorkerError",
+]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 logger = logging.getLogger(__name__)
 
+_TORCH_DISTRIBUTED = os.path.dirname(dist.__file__)
+_BACKEND_MESSAGE = re.compile(r"\[[^\]\s]*(gloo|nccl|c10d)[^\]\s]*\]")
+
 
 class DistributedError(RuntimeError):
     """A distributed worker failed or could not join the process group."""
+
+
+class WorkerError(DistributedError):
+    """An exception in a worker process, as one line: rank, exception type and message, and
+    where the full traceback was logged. Attributes ``rank``, ``type_name``, ``message``,
+    ``log_file`` (None when the traceback went to stderr)."""
+
+    def __init__(self, rank, type_name, message, log_file=None):
+        self.rank, self.type_name, self.message, self.log_file = rank, type_name, message, log_file
+        where = f"traceback in {log_file}" if log_file else "traceback above"
+        super().__init__(f"rank {rank} failed: {type_name}: {message} ({where})")
 
 
 def find_free_port():
@@ -41,10 +74,33 @@ def find_free_port():
         return sock.getsockname()[1]
 
 
-def _backend(num_gpus_per_machine):
-    if torch.cuda.is_available() and torch.cuda.device_count() >= num_gpus_per_machine:
-        return "nccl"
-    return "gloo"
+def distributed_backend(device, num_processes):
+    """The process-group backend for ``num_processes`` workers on this machine.
+
+    Args:
+        device (str or None): the config's device (``train.device`` / ``MODEL.DEVICE``);
+            None: CUDA when available.
+        num_processes (int): worker processes on this machine (``--num-gpus``).
+
+    Returns:
+        "nccl" for a CUDA device on a machine with CUDA (one GPU per process); "gloo" for a CPU
+        device, or a CUDA device where CUDA is missing (training falls back to CPU).
+
+    Raises:
+        DistributedError: a CUDA device, and fewer GPUs than ``num_processes``.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return "gloo"
+    count = torch.cuda.device_count()
+    if num_processes > count:
+        raise DistributedError(
+            f"--num-gpus {num_processes} asks for {num_processes} processes on this machine, "
+            f"but it has {count} CUDA device{'s' if count != 1 else ''}: use --num-gpus {count}, "
+            "or train on CPU with train.device=cpu (yacs: MODEL.DEVICE cpu)"
+        )
+    return "nccl"
 
 
 def launch(
@@ -55,15 +111,21 @@ def launch(
     dist_url=None,
     args=(),
     timeout=DEFAULT_TIMEOUT,
+    device=None,
 ):
     """Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes on this machine.
 
     Args:
-        main_func: called in every worker once the process group is up.
-        num_gpus_per_machine (int): processes per machine (GPUs, or CPU workers without CUDA).
+        main_func: called in every worker once the process groups are up.
+        num_gpus_per_machine (int): processes per machine (GPUs, or CPU workers).
         num_machines (int), machine_rank (int): the multi-machine layout.
         dist_url (str): ``tcp://HOST:PORT``, ``auto`` or ``env://``.
-        timeout (timedelta): collective-operation timeout: a dead rank is detected after it.
+        timeout (timedelta): timeout of every process group: a dead rank is detected after it.
+        device (str or None): the config's device, see :func:`distributed_backend`.
+
+    Raises:
+        DistributedError: the layout does not fit the machine, or a worker died;
+        WorkerError: a worker raised an exception.
     """
     if dist_url == "env://" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         # started by torchrun / SLURM: this process is one worker
@@ -79,6 +141,8 @@ def launch(
             dist_url,
             args,
             timeout,
+            distributed_backend(device, local_world),
+            None,
             int(os.environ["RANK"]),
         )
         return
@@ -86,12 +150,14 @@ def launch(
     if world_size == 1:
         main_func(*args)
         return
+    backend = distributed_backend(device, num_gpus_per_machine)
     if dist_url == "auto":
         if num_machines != 1:
             raise ValueError("--dist-url auto only works on one machine; give tcp://HOST:PORT")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     if num_machines > 1 and dist_url.startswith("file://"):
         logger.warning("file:// is not a reliable init_method in multi-machine jobs. Prefer tcp://")
+    error_dir = tempfile.mkdtemp(prefix="fpt-launch-")
     try:
         mp.spawn(
             _worker,
@@ -104,17 +170,111 @@ def launch(
                 dist_url,
                 args,
                 timeout,
+                backend,
+                error_dir,
             ),
             daemon=False,
         )
     except mp.ProcessRaisedException as e:
-        first = str(e).strip().splitlines()[-1]
-        raise DistributedError(f"a training process failed: {first}") from None
+        rank = machine_rank * num_gpus_per_machine + e.error_index
+        raise _worker_error(rank, error_dir, str(e)) from None
     except mp.ProcessExitedException as e:
+        rank = machine_rank * num_gpus_per_machine + e.error_index
         raise DistributedError(
-            f"a training process died (exit code {e.exit_code}, signal {e.signal_name}); "
+            f"rank {rank} died (exit code {e.exit_code}, signal {e.signal_name}); "
             "the other processes were stopped"
         ) from None
+    finally:
+        shutil.rmtree(error_dir, ignore_errors=True)
+
+
+def _worker_error(rank, error_dir, spawn_text):
+    """The :class:`WorkerError` of ``rank``, from the report it wrote into ``error_dir`` (or,
+    when it could not write one, from ``mp.spawn``'s copy of its traceback)."""
+    path = os.path.join(error_dir, f"rank{rank}.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            report = json.load(f)
+        return WorkerError(rank, report["type"], report["message"], report["log_file"])
+    logger.error(f"Rank {rank} failed:{spawn_text}")
+    last = spawn_text.strip().splitlines()[-1] if spawn_text.strip() else "unknown error"
+    type_name, _, message = last.partition(": ")
+    return WorkerError(rank, type_name.rsplit(".", 1)[-1], message or last)
+
+
+def _lost_peer(e):
+    """Whether ``e`` comes from the communication layer itself (a collective that timed out, a
+    peer that closed its connection): the cause is then most likely another rank. That is a
+    ``torch.distributed`` error type, an exception raised in ``torch.distributed``'s code, or one
+    that gloo/NCCL raised from C++ (in DDP's backward, say), whose message starts with the
+    backend's source location, e.g. ``[.../gloo/transport/tcp/pair.cc:561]``."""
+    if isinstance(e, dist.DistError) or _BACKEND_MESSAGE.match(str(e)):
+        return True
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(_TORCH_DISTRIBUTED)
+
+
+def _log_file(log):
+    """The file a logger writes into (detectron2's ``setup_logger``), or None."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+        stream = getattr(handler, "stream", None)  # setup_logger's file handler is a stream one
+        name = getattr(stream, "name", None)
+        if isinstance(name, str) and os.path.isfile(name):
+            return os.path.abspath(name)
+    return None
+
+
+def _report_failure(e, rank, timeout, error_dir):
+    """Log ``e`` with its rank and full traceback (the "fpt" logger: ``log.txt[.rankN]`` once
+    set up, else stderr) and leave a one-line report for the launching process."""
+    message = first_line(e)
+    if _lost_peer(e):
+        message += f" (lost contact with another rank: it died or hung; timeout {timeout})"
+    log = logging.getLogger("fpt")
+    log_file = _log_file(log)
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    log.error(f"Rank {rank} failed with {type(e).__name__}: {message}\n{text}")
+    if error_dir:
+        report = {"type": type(e).__name__, "message": message, "log_file": log_file}
+        with open(os.path.join(error_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(report, f)
+
+
+@contextlib.contextmanager
+def _default_group_timeout(timeout):
+    """Inside: ``dist.new_group`` calls without a timeout get ``timeout`` (torch's default is
+    30 minutes, whatever ``init_process_group`` was given)."""
+    new_group = dist.new_group
+
+    def with_timeout(*args, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = timeout
+        return new_group(*args, **kwargs)
+
+    dist.new_group = with_timeout
+    try:
+        yield
+    finally:
+        dist.new_group = new_group
+
+
+def setup_process_groups(num_gpus_per_machine, machine_rank, timeout):
+    """After ``init_process_group``: the per-machine group (``comm.get_local_rank``) and
+    detectron2's cached gloo side group (``comm.all_gather``/``gather`` on NCCL runs), both
+    with ``timeout``. Every rank calls this, in the same order."""
+    num_machines = dist.get_world_size() // num_gpus_per_machine
+    for i in range(num_machines):
+        ranks = list(range(i * num_gpus_per_machine, (i + 1) * num_gpus_per_machine))
+        group = dist.new_group(ranks, timeout=timeout)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm._get_global_gloo_group.cache_clear()
+    with _default_group_timeout(timeout):
+        comm._get_global_gloo_group()
 
 
 def _worker(
@@ -126,46 +286,33 @@ def _worker(
     dist_url,
     args,
     timeout,
+    backend,
+    error_dir=None,
     global_rank=None,
 ):
-    backend = _backend(num_gpus_per_machine)
     if global_rank is None:
         global_rank = machine_rank * num_gpus_per_machine + local_rank
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
     try:
-        dist.init_process_group(
-            backend=backend,
-            init_method=dist_url,
-            world_size=world_size,
-            rank=global_rank,
-            timeout=timeout,
-        )
-    except Exception as e:
-        raise DistributedError(
-            f"rank {global_rank} could not join the process group at {dist_url} "
-            f"({backend}, world size {world_size}): {e}"
-        ) from None
-    # the local process group (ranks on this machine), as detectron2's launch sets it up
-    num_machines = world_size // num_gpus_per_machine
-    for i in range(num_machines):
-        ranks = list(range(i * num_gpus_per_machine, (i + 1) * num_gpus_per_machine))
-        group = dist.new_group(ranks)
-        if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
-    try:
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        try:
+            dist.init_process_group(
+                backend=backend,
+                init_method=dist_url,
+                world_size=world_size,
+                rank=global_rank,
+                timeout=timeout,
+            )
+        except Exception as e:
+            raise DistributedError(
+                f"rank {global_rank} could not join the process group at {dist_url} "
+                f"({backend}, world size {world_size}): {first_line(e)}"
+            ) from None
+        setup_process_groups(num_gpus_per_machine, machine_rank, timeout)
         comm.synchronize()
         main_func(*args)
     except Exception as e:
-        if (
-            isinstance(e, dist.DistBackendError)
-            or "timed out" in str(e).lower()
-            or "connection" in str(e).lower()
-        ):
-            raise DistributedError(
-                f"rank {global_rank}: lost contact with another rank (it died or hung; "
-                f"timeout {timeout}): {first_line(e)}"
-            ) from None
+        _report_failure(e, global_rank, timeout, error_dir)
         raise
     finally:
         if dist.is_initialized():

@@ -9,6 +9,8 @@ from omegaconf import DictConfig
 
 from detectron2.utils import comm
 
+from fpt.checkpoint import CheckpointError
+from fpt.compat.checkpoint import UnsafeCheckpointError, allow_unsafe_load
 from fpt.config_loading import ConfigError, load_config
 from fpt.data import DatasetError, ImageReadError, check_registered, register_coco
 from fpt.evaluation import visualize_predictions
@@ -19,14 +21,22 @@ from .ddp import create_ddp_model
 from .launch import DistributedError, launch
 from .setup import default_setup
 from .train_loop import NonFiniteLossError
-from .trainer import Trainer, train_settings
+from .trainer import Trainer, configured_device, train_settings
 
 __all__ = ["main", "run", "register_datasets"]
 
 logger = logging.getLogger("fpt")
 
 # errors that are the user's to fix: reported as one line, without a traceback
-USER_ERRORS = (ConfigError, DatasetError, ImageReadError, DistributedError, NonFiniteLossError)
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    ImageReadError,
+    DistributedError,
+    NonFiniteLossError,
+    CheckpointError,
+    UnsafeCheckpointError,
+)
 
 
 def register_datasets(cfg, args):
@@ -69,6 +79,8 @@ def main(args):
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
         model = trainer.model
+        if trainer.ema is not None:  # draw with the weights that were evaluated
+            trainer.ema.model.load_state_dict(trainer.ema.model_state_dict())
     model = model.module if hasattr(model, "module") else model
     num_images = (
         args.visualize
@@ -87,6 +99,8 @@ def main(args):
 def run(argv=None):
     """Parse ``argv``, check the config before anything starts, launch :func:`main`."""
     args = default_argument_parser().parse_args(argv)
+    if args.unsafe_load:
+        allow_unsafe_load()  # inherited by the worker processes
     try:
         # fail fast, in the parent process: config, overrides and dataset names/paths
         cfg = load_config(args.config_file, args.opts)
@@ -100,6 +114,7 @@ def run(argv=None):
             dist_url=args.dist_url,
             args=(args,),
             timeout=timedelta(seconds=args.dist_timeout),
+            device=configured_device(cfg),
         )
     except USER_ERRORS as e:
         message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__

@@ -8,7 +8,7 @@ import logging
 import os
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from detectron2.config import LazyConfig
 from detectron2.utils import comm
@@ -16,7 +16,7 @@ from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["default_setup"]
+__all__ = ["default_setup", "cudnn_benchmark", "fixed_input_size"]
 
 
 def _env_info():
@@ -58,5 +58,36 @@ def default_setup(cfg, args, output_dir, seed):
                 f.write(cfg.dump())
         logger.info(f"Full config saved to {path}")
     seed_all_rng(None if seed < 0 else seed + rank)
-    if not getattr(args, "eval_only", False):
-        torch.backends.cudnn.benchmark = False
+    if not getattr(args, "eval_only", False):  # as detectron2: evaluation keeps torch's default
+        torch.backends.cudnn.benchmark = cudnn_benchmark(cfg)
+        logger.info(f"cudnn.benchmark: {torch.backends.cudnn.benchmark}")
+
+
+def cudnn_benchmark(cfg):
+    """Whether training runs with ``torch.backends.cudnn.benchmark`` (which times the
+    convolution algorithms for every new input size: a gain only when sizes repeat).
+
+    LazyConfig: ``train.cudnn_benchmark``; its default, None, means "when every batch has the same
+    input size" (:func:`fixed_input_size`, e.g. the LSJ configs). yacs: ``CUDNN_BENCHMARK``
+    (detectron2's key, default False).
+    """
+    if not isinstance(cfg, DictConfig):
+        return bool(cfg.CUDNN_BENCHMARK)
+    value = cfg.train.get("cudnn_benchmark")
+    return fixed_input_size(cfg) if value is None else bool(value)
+
+
+def fixed_input_size(cfg):
+    """Whether a LazyConfig feeds the model one input size only: its backbone pads every batch
+    to a fixed square (ViTDet's ``SimpleFeaturePyramid(square_pad=1024)``, as in LSJ), or its
+    training augmentations end in a padded ``FixedSizeCrop``."""
+    backbone = OmegaConf.select(cfg, "model.backbone", default=None)
+    if backbone is not None and (backbone.get("square_pad") or 0) > 0:
+        return True
+    augs = OmegaConf.select(cfg, "dataloader.train.mapper.augmentations", default=None) or []
+    last = augs[-1] if len(augs) else None
+    if last is None or not hasattr(last, "get"):
+        return False
+    target = last.get("_target_")
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return name.rsplit(".", 1)[-1] == "FixedSizeCrop" and last.get("pad", True) is True

@@ -2,17 +2,16 @@
 
 Builds model, optimizer, LR schedule, data loaders, evaluators and hooks from either config
 kind; adds AMP on CPU and CUDA, gradient accumulation and clipping, EMA, atomic checkpoints,
-a resumable data sampler, best-checkpoint tracking, results JSON and a metrics plot.
+a resumable data sampler, per-rank RNG state in checkpoints, best-checkpoint tracking, results
+JSON and a metrics plot.
 """
 
 import hashlib
 import logging
 import os
-import random
 import weakref
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -32,14 +31,36 @@ from fpt.predictor import pick_device
 
 from .checkpoint import AtomicCheckpointer
 from .config import scale_to_world_size
-from .ddp import create_ddp_model
-from .hooks import EMAHook, PlotHook
+from .ddp import create_ddp_model, prepare_sync_batchnorm
+from .hooks import EMAHook, PlotHook, RankStateHook
+from .rng import get_rng_state, preserved_rng, set_rng_state
 from .sampler import ResumableTrainingSampler
 from .train_loop import AMPTrainer
 
-__all__ = ["Trainer", "train_settings", "weights_digest"]
+__all__ = [
+    "Trainer",
+    "configured_device",
+    "train_settings",
+    "training_device",
+    "weights_digest",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def configured_device(cfg):
+    """The device a config asks for: ``train.device`` (LazyConfig) or ``MODEL.DEVICE`` (yacs)."""
+    return cfg.train.device if isinstance(cfg, DictConfig) else cfg.MODEL.DEVICE
+
+
+def training_device(configured):
+    """The device this process trains on: the configured one (``cuda`` falls back to ``cpu``
+    where CUDA is missing, see ``pick_device``); in a multi-process CUDA run, this process's
+    GPU, ``cuda:<local rank>``, whatever index the config names."""
+    device = pick_device(configured=configured)
+    if device.type == "cuda" and comm.get_world_size() > 1:
+        return torch.device("cuda", comm.get_local_rank())
+    return device
 
 
 def train_settings(cfg):
@@ -55,7 +76,7 @@ def train_settings(cfg):
             max_to_keep=t.checkpointer.get("max_to_keep", 100),
             eval_period=t.eval_period,
             log_period=t.log_period,
-            device=str(pick_device(configured=t.device)),
+            device=str(training_device(t.device)),
             amp=t.amp.enabled,
             iter_size=t.iter_size,
             clip=(
@@ -78,7 +99,7 @@ def train_settings(cfg):
         max_to_keep=None,
         eval_period=cfg.TEST.EVAL_PERIOD,
         log_period=20,
-        device=str(pick_device(configured=cfg.MODEL.DEVICE)),
+        device=str(training_device(cfg.MODEL.DEVICE)),
         amp=cfg.SOLVER.AMP.ENABLED,
         iter_size=cfg.SOLVER.ITER_SIZE,
         clip=None,  # SOLVER.CLIP_GRADIENTS is applied by detectron2's build_optimizer
@@ -118,7 +139,7 @@ class Trainer(DefaultTrainer):
             cfg.defrost()
             cfg.MODEL.DEVICE = s.device
 
-        model = self.build_model(cfg)
+        model = self.build_model(cfg)  # SyncBN made CPU-safe here, before the optimizer
         optimizer = self.build_optimizer(cfg, model)
         data_loader, self.sampler, self.samples_per_iter = self._build_train_loader()
         model = create_ddp_model(model, **s.ddp)
@@ -132,19 +153,32 @@ class Trainer(DefaultTrainer):
             clip_gradients=s.clip,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, s.output_dir, trainer=weakref.proxy(self))
+        self.ema = EMAHook(model, s.ema) if s.ema else None
+        self.checkpointer = AtomicCheckpointer(
+            model, s.output_dir, ema=self.ema, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = s.max_iter
-        self.ema = EMAHook(model, s.ema) if s.ema else None
+        self.rank_states = None  # (iteration, [state of each rank]), see RankStateHook
         self.register_hooks(self.build_hooks())
 
     # ---- builders (classmethods, as in DefaultTrainer) -------------------------------------
     @classmethod
     def build_model(cls, cfg):
+        """The model, on this process's device (:func:`training_device`, for yacs configs too:
+        ``MODEL.DEVICE cuda`` runs on CPU where CUDA is missing), with its ``SyncBatchNorm``
+        layers CPU-safe in a multi-process CPU run (before any optimizer holds them)."""
+        device = train_settings(cfg).device
         if isinstance(cfg, CfgNode):
-            return build_model(cfg)
-        model = instantiate(cfg.model).to(train_settings(cfg).device)
-        logger.info(f"Model:\n{model}")
+            if cfg.MODEL.DEVICE != device:
+                cfg = cfg.clone()
+                cfg.defrost()
+                cfg.MODEL.DEVICE = device
+            model = build_model(cfg)
+        else:
+            model = instantiate(cfg.model).to(device)
+            logger.info(f"Model:\n{model}")
+        prepare_sync_batchnorm(model)
         return model
 
     @classmethod
@@ -205,6 +239,7 @@ class Trainer(DefaultTrainer):
         ret = [hooks.IterationTimer(), hooks.LRScheduler()]
         if self.ema:
             ret.append(self.ema)
+        ret.append(RankStateHook(s.checkpoint_period))  # every rank, before the checkpointer
         if comm.is_main_process():
             ret.append(
                 hooks.PeriodicCheckpointer(
@@ -213,9 +248,12 @@ class Trainer(DefaultTrainer):
             )
 
         def test_and_save_results():
-            self._last_eval_results = self.test(
-                self.cfg, self.model, ema=self.ema, iteration=min(self.iter + 1, self.max_iter)
-            )
+            # evaluation leaves the RNGs alone: a run resumed from a checkpoint written just
+            # before an evaluation draws what the uninterrupted run draws after it
+            with preserved_rng(self._cuda):
+                self._last_eval_results = self.test(
+                    self.cfg, self.model, ema=self.ema, iteration=min(self.iter + 1, self.max_iter)
+                )
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(s.eval_period, test_and_save_results))
@@ -232,44 +270,63 @@ class Trainer(DefaultTrainer):
         return ret
 
     # ---- checkpoints ----------------------------------------------------------------------
+    @property
+    def _cuda(self):
+        return self.settings.device.startswith("cuda")
+
+    def rank_state(self):
+        """This rank's resume state: its random number generators (CPU, and CUDA when training
+        on it) and its data sampler (seed, drawn at random when ``train.seed < 0``)."""
+        return {
+            "rng": get_rng_state(self._cuda),
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+        }
+
     def state_dict(self):
-        """Adds the optimizer (and grad scaler) and the random number generators' states, so
-        that a resumed run draws the same augmentations and RoI samples as an uninterrupted one
-        (exactly so with ``num_workers=0``: loader workers seed themselves when they start)."""
+        """Adds the optimizer (and grad scaler) and every rank's :meth:`rank_state`, so that a
+        resumed run draws the same data, augmentations, RoI samples and dropout masks on every
+        rank as an uninterrupted one (exactly so with ``num_workers=0``: loader workers seed
+        themselves when they start). Tensors and plain containers only: loadable with
+        ``torch.load(weights_only=True)``."""
         ret = super().state_dict()
         ret["_trainer"] = self._trainer.state_dict()  # optimizer and grad scaler
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        # tensors and plain containers only: loadable with torch.load(weights_only=True)
-        ret["rng"] = {
-            "python": random.getstate(),
-            "torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-        }
+        gathered = self.rank_states
+        if gathered is not None and gathered[0] == self.iter:
+            ret["ranks"] = gathered[1]  # gathered by RankStateHook just before this save
+        elif comm.get_world_size() == 1:
+            ret["ranks"] = [self.rank_state()]
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._trainer.load_state_dict(state_dict["_trainer"])
-        self._rng_state = state_dict.get("rng")
+        self._resume_state = _own_rank_state(state_dict)
 
     def resume_or_load(self, resume=True):
-        """As in ``DefaultTrainer``; also moves the data sampler past the samples consumed and
-        restores the random number generators."""
-        self._rng_state = None
+        """As in ``DefaultTrainer``; the EMA starts from the loaded weights. On resume also
+        restores this rank's random number generators and data sampler (seed and position)."""
+        self._resume_state = None
         self.checkpointer.resume_or_load(self.settings.init_checkpoint, resume=resume)
+        if self.ema is not None and not self.ema.restored:
+            self.ema.reset()  # from train.init_checkpoint's weights (or the initial ones)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1
+            state = self._resume_state or {}
             if self.sampler is not None:
+                if state.get("sampler"):
+                    self.sampler.load_state_dict(state["sampler"])
                 self.sampler.resume_at(self.start_iter * self.samples_per_iter)
                 logger.info(
                     f"Resuming at iteration {self.start_iter}; the data sampler skips "
                     f"{self.sampler.start} samples on this rank."
                 )
-            if self._rng_state:
-                random.setstate(self._rng_state["python"])
-                name, keys, pos, has_gauss, gauss = self._rng_state["numpy"]
-                np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-                torch.set_rng_state(self._rng_state["torch"])
+            if state.get("rng"):
+                set_rng_state(state["rng"])
+            else:
+                logger.info(
+                    "The checkpoint holds no random number generator state for this rank: the "
+                    "resumed run draws other random numbers than an uninterrupted one."
+                )
 
     def train(self):
         TrainerBase.train(self, self.start_iter, self.max_iter)
@@ -325,3 +382,20 @@ class Trainer(DefaultTrainer):
             else:
                 results[label] = evaluate(model, loader, evaluator, label, json_path)
         return next(iter(results.values())) if len(results) == 1 else results
+
+
+def _own_rank_state(state_dict):
+    """This rank's entry of a checkpoint's per-rank resume states (None when it has none for
+    this world size). Checkpoints of older versions held one RNG state, for one process."""
+    ranks = state_dict.get("ranks")
+    if ranks is not None and len(ranks) == comm.get_world_size():
+        return ranks[comm.get_rank()]
+    if ranks is not None:
+        logger.info(
+            f"The checkpoint was written by {len(ranks)} processes, not "
+            f"{comm.get_world_size()}: random number generators are not restored."
+        )
+        return None
+    if "rng" in state_dict and comm.get_world_size() == 1:
+        return {"rng": state_dict["rng"]}
+    return None

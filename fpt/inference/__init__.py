@@ -8,7 +8,14 @@ from .coco_json import CocoResultsWriter, assign_image_ids
 from ..data.images import ImageReadError, read_image
 from .images import expand_inputs
 from .runner import display_available, run_on_images, run_on_video
-from .video import AsyncPredictor, VideoError, VideoSource, default_devices, run_pipeline
+from .video import (
+    AsyncPredictor,
+    PredictorWorkerError,
+    VideoError,
+    VideoSource,
+    default_devices,
+    run_pipeline,
+)
 from .visualize import Drawer
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "CocoResultsWriter",
     "Drawer",
     "ImageReadError",
+    "PredictorWorkerError",
     "VideoError",
     "VideoSource",
     "assign_image_ids",

@@ -5,6 +5,7 @@ processes, :class:`AsyncPredictor`), and the caller's thread, which consumes the
 
 import itertools
 import queue
+import signal
 import threading
 
 import cv2
@@ -13,7 +14,14 @@ from tqdm import tqdm
 
 from ..config_loading import first_line
 
-__all__ = ["VideoError", "VideoSource", "AsyncPredictor", "run_pipeline", "default_devices"]
+__all__ = [
+    "VideoError",
+    "VideoSource",
+    "AsyncPredictor",
+    "PredictorWorkerError",
+    "run_pipeline",
+    "default_devices",
+]
 
 _END = object()  # marks the end of a stream between stages
 _POLL_S = 0.2  # how often a blocked stage checks whether the pipeline was stopped
@@ -21,6 +29,10 @@ _POLL_S = 0.2  # how often a blocked stage checks whether the pipeline was stopp
 
 class VideoError(ValueError):
     """A video file or camera that cannot be opened; the message is one line."""
+
+
+class PredictorWorkerError(RuntimeError):
+    """A predictor worker process could not start its predictor, or died; one line."""
 
 
 class VideoSource:
@@ -65,7 +77,7 @@ def _worker(cfg, device, predictor_kwargs, tasks, results):
             predictor_kwargs.pop("_share")
         predictor = Predictor(cfg, device=device, **predictor_kwargs)
     except Exception as e:  # reported to the parent as one line, which stops the pipeline
-        results.put((None, f"worker on {device}: {type(e).__name__}: {first_line(e)}"))
+        results.put((None, f"predictor worker on {device}: {type(e).__name__}: {first_line(e)}"))
         return
     while True:
         task = tasks.get()
@@ -75,11 +87,24 @@ def _worker(cfg, device, predictor_kwargs, tasks, results):
         results.put((key, predictor.predict(images)))
 
 
+def _exit_description(exitcode):
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
 class AsyncPredictor:
     """
     :class:`fpt.predictor.Predictor` in worker processes, one per device (e.g. one per GPU), as
     detectron2's demo ``AsyncPredictor``: batches are predicted concurrently and returned in order.
+    A worker that cannot build its predictor, or dies (killed, out of memory), stops the run with
+    :class:`PredictorWorkerError` within a fraction of a second; the others are then terminated.
     """
+
+    worker_main = staticmethod(_worker)  # the workers' function (a test may swap it)
 
     def __init__(self, cfg, devices, **predictor_kwargs):
         """
@@ -96,25 +121,40 @@ class AsyncPredictor:
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
         kwargs = dict(predictor_kwargs, _share=len(devices))
+        self.devices = list(devices)
+        self.failed = False
         self.workers = [
             ctx.Process(
-                target=_worker, args=(cfg, d, dict(kwargs), self.tasks, self.results), daemon=True
+                target=self.worker_main,
+                args=(cfg, d, dict(kwargs), self.tasks, self.results),
+                daemon=True,
             )
             for d in devices
         ]
         for worker in self.workers:
             worker.start()
 
+    def _check_workers(self):
+        """Raise :class:`PredictorWorkerError` if a worker process is gone: until
+        :meth:`close`, workers only exit by dying, and a dead worker's batches never come."""
+        for i, (worker, device) in enumerate(zip(self.workers, self.devices)):
+            if not worker.is_alive():
+                self.failed = True
+                raise PredictorWorkerError(
+                    f"predictor worker {i} on {device} died "
+                    f"({_exit_description(worker.exitcode)}); stopped"
+                )
+
     def _get(self):
         while True:
             try:
                 key, outputs = self.results.get(timeout=_POLL_S)
             except queue.Empty:
-                if not any(w.is_alive() for w in self.workers):
-                    raise RuntimeError("all predictor worker processes exited") from None
+                self._check_workers()
                 continue
             if key is None:
-                raise RuntimeError(outputs)
+                self.failed = True
+                raise PredictorWorkerError(outputs)
             return key, outputs
 
     def map(self, batches):
@@ -138,12 +178,17 @@ class AsyncPredictor:
             yield pending.pop(key), done.pop(key)
 
     def close(self):
-        for _ in self.workers:
-            self.tasks.put(None)
+        """Stop the workers: let them finish, or terminate them at once after a failure (a dead
+        worker may have left the task queue locked)."""
+        if not self.failed:
+            for _ in self.workers:
+                self.tasks.put(None)
         for worker in self.workers:
-            worker.join(timeout=10)
+            if not self.failed:
+                worker.join(timeout=10)
             if worker.is_alive():
                 worker.terminate()
+                worker.join(timeout=10)
 
     def __enter__(self):
         return self

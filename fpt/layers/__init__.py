@@ -22,5 +22,7 @@ __all__ = [
     "window_unpartition",
 ]
 from .mos_attention import MixtureWeights, MoSAttention, mos_attention  # noqa: E402
+from .irpe import IRPE, IRPECross, RPESpec, build_rpe, parse_rpe_spec  # noqa: E402
 
 __all__ += ["MixtureWeights", "MoSAttention", "mos_attention"]
+__all__ += ["IRPE", "IRPECross", "RPESpec", "build_rpe", "parse_rpe_spec"]

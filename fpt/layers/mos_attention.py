@@ -16,10 +16,17 @@ memory-efficient kernels), or the N softmaxes are mixed explicitly over chunks o
 (recomputed in the backward pass) before one product with V: no ``L x S`` matrix is kept for
 the whole map.
 
+Under autocast (fp16/bf16), ``2<q, k_j> - ||k_j||^2`` cancels (two large terms, a small
+difference), explicit logits ``q k^T`` round, and the mixture ``sum_n pi_n ...`` rounds every
+part: the Euclidean attention, the explicit ("chunked", "naive") attentions and the mixture run
+in fp32 there. Only the fused dot-product attention of each part keeps autocast's type (its
+kernels accumulate the logits in fp32, as for any attention). The output has autocast's type.
+
 :func:`mos_attention` is the single entry point; ``impl="naive"`` is the explicit reference
 implementation of the formula above, which the tests hold the efficient paths equal to.
 """
 
+import contextlib
 import math
 
 import torch
@@ -27,7 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["mos_attention", "MixtureWeights", "MoSAttention", "SIMILARITIES", "ATTENTION_IMPLS"]
+__all__ = [
+    "mos_attention",
+    "sdpa_widths",
+    "MixtureWeights",
+    "MoSAttention",
+    "SIMILARITIES",
+    "ATTENTION_IMPLS",
+]
 
 SIMILARITIES = ("dot", "euclidean")
 ATTENTION_IMPLS = ("sdpa", "chunked", "naive")
@@ -51,7 +65,8 @@ def mos_attention(q, k, v, pi, similarity="dot", scale=None, impl="sdpa", chunk_
         scale: multiplies the similarity before the softmax (a temperature);
             default ``1 / sqrt(C / N)``.
         impl: "sdpa" (``scaled_dot_product_attention`` per part), "chunked" (softmaxes mixed
-            over chunks of queries, then one product with V; recomputed in backward) or "naive" (the explicit formula; stores
+            over chunks of queries, then one product with V; recomputed in backward) or "naive"
+            (the explicit formula; stores
             ``B x N x L x S``, and ``x C/N`` more for "euclidean": small inputs only).
         chunk_size: queries per chunk; "sdpa": default all at once, "chunked": default 1024.
 
@@ -70,6 +85,14 @@ def mos_attention(q, k, v, pi, similarity="dot", scale=None, impl="sdpa", chunk_
     part_dim = channels // num_parts
     if scale is None:
         scale = 1.0 / math.sqrt(part_dim)
+    out_dtype = _output_dtype(q)
+    if out_dtype in _LOW_PRECISION and (similarity == "euclidean" or impl != "sdpa"):
+        # in fp16/bf16, 2<q,k> - ||k||^2 cancels and explicit logits round: fp32 here
+        with _no_autocast(q.device.type):
+            out = mos_attention(
+                *(_at_least_fp32(t) for t in (q, k, v, pi)), similarity, scale, impl, chunk_size
+            )
+        return out.to(out_dtype)
     # (B, N, L, d) and (B, N, S, d)
     q = q.unflatten(-1, (num_parts, part_dim)).transpose(1, 2)
     k = k.unflatten(-1, (num_parts, part_dim)).transpose(1, 2)
@@ -78,8 +101,7 @@ def mos_attention(q, k, v, pi, similarity="dot", scale=None, impl="sdpa", chunk_
             s = q @ k.transpose(-1, -2)
         else:
             s = -((q.unsqueeze(3) - k.unsqueeze(2)) ** 2).sum(-1)
-        w = torch.einsum("bn,bnls->bls", pi, torch.softmax(scale * s, dim=-1))
-        return w @ v
+        return _mix(pi, torch.softmax(scale * s, dim=-1)) @ v
 
     q, k = _augmented(q, k, similarity)
     if impl == "chunked":
@@ -91,25 +113,66 @@ def mos_attention(q, k, v, pi, similarity="dot", scale=None, impl="sdpa", chunk_
         else:
             outputs = [_mixed_chunk(c, k, v, pi, scale) for c in chunks]
         return torch.cat(outputs, dim=1)
-    # one fused attention per part; widths zero-padded to one multiple of 8 (zeros change no
-    # dot product): the fused kernels need equal q/k/v widths (CPU flash) or multiples of 8
+    # one fused attention per part, q/k and v zero-padded (zeros change no dot product) to the
+    # widths the fused kernels take (see sdpa_widths)
     value_dim = v.shape[-1]
-    width = 8 * math.ceil(max(q.shape[-1], value_dim) / 8)
+    qk_width, v_width = sdpa_widths(q.device.type, q.shape[-1], value_dim)
     # the kernels also need the last dimension contiguous (projections of NCHW maps are not)
-    q, k = (F.pad(t, (0, width - t.shape[-1])).contiguous() for t in (q, k))
-    v = F.pad(v, (0, width - value_dim)).contiguous().unsqueeze(1).expand(-1, num_parts, -1, -1)
+    q, k = (F.pad(t, (0, qk_width - t.shape[-1])).contiguous() for t in (q, k))
+    v = F.pad(v, (0, v_width - value_dim)).contiguous().unsqueeze(1).expand(-1, num_parts, -1, -1)
     outputs = []
     for q_chunk in q.split(chunk_size or q.shape[2], dim=2):
         attn = F.scaled_dot_product_attention(q_chunk, k, v, scale=scale)
-        outputs.append(torch.einsum("bn,bnlc->blc", pi, attn))
+        outputs.append(_mix(pi, attn).to(out_dtype))
     return torch.cat(outputs, dim=1)[..., :value_dim]
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _output_dtype(q):
+    """The type the attention's result has: autocast's when it is on, else the inputs'."""
+    device_type = q.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return q.dtype
+
+
+def _no_autocast(device_type):
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _at_least_fp32(t):
+    return t.float() if t.dtype in _LOW_PRECISION else t
+
+
+def _mix(pi, parts):
+    """``sum_n pi_n parts_n`` in fp32 (or fp64), whatever autocast says. pi (B, N),
+    parts (B, N, ...)."""
+    with _no_autocast(parts.device.type):
+        return torch.einsum("bn,bn...->b...", _at_least_fp32(pi), _at_least_fp32(parts))
+
+
+def sdpa_widths(device_type, qk_dim, value_dim):
+    """(q/k width, v width) to zero-pad to for ``scaled_dot_product_attention`` on a device.
+
+    On CPU the fused (flash) kernel needs q, k and v of one width, a multiple of 8: all three are
+    padded to it (Euclidean q'/k' of width d + 1 then cost up to ``value_dim`` per product). On
+    CUDA the memory-efficient kernel takes q/k and v of different widths, each a multiple of 8:
+    q/k are not padded to the value width there.
+    """
+    if device_type == "cpu":
+        width = 8 * math.ceil(max(qk_dim, value_dim) / 8)
+        return width, width
+    return 8 * math.ceil(qk_dim / 8), 8 * math.ceil(value_dim / 8)
 
 
 def _mixed_chunk(q, k, v, pi, scale):
     """Mix the N softmaxes first, then one product with V: N*L*S*d + L*S*Cv multiply-adds
     instead of N*L*S*(d + Cv). q (B, N, Lc, E), k (B, N, S, E), v (B, S, Cv) -> (B, Lc, Cv)."""
-    w = torch.einsum("bn,bnls->bls", pi, torch.softmax(scale * (q @ k.transpose(-1, -2)), dim=-1))
-    return w @ v
+    return _mix(pi, torch.softmax(scale * (q @ k.transpose(-1, -2)), dim=-1)) @ v
 
 
 def _augmented(q, k, similarity):

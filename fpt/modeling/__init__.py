@@ -1,4 +1,5 @@
-"""Our models. Importing this package registers our backbones in ``BACKBONE_REGISTRY``."""
+"""Our models. Importing this package registers our backbones in ``BACKBONE_REGISTRY`` and DETR
+in ``META_ARCH_REGISTRY``."""
 from .vit import ViT, get_vit_lr_decay_rate  # noqa: E402
 from .simple_pyramid import (  # noqa: E402
     SimpleFeaturePyramid,
@@ -14,3 +15,4 @@ from .fpt import (  # noqa: E402
     add_fpt_config,
     build_resnet_fpt_backbone,
 )
+from .detr import DETR, add_detr_config, detr_lr_factor  # noqa: E402

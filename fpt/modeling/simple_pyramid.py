@@ -179,6 +179,9 @@ def add_vitdet_config(cfg):
     cfg.MODEL.VIT.PRETRAIN_IMG_SIZE = 224
     cfg.MODEL.VIT.PRETRAIN_USE_CLS_TOKEN = True
     cfg.MODEL.VIT.USE_SDPA = True
+    # iRPE spec for every attention, e.g. "rpe-2.0-product-ctx-1-k" (fpt.layers.irpe); None:
+    # no iRPE (yacs keeps None: "MODEL.VIT.RPE None" on the command line, "RPE: null" in yaml)
+    cfg.MODEL.VIT.RPE = None
     # Simple Feature Pyramid
     cfg.MODEL.VIT.OUT_CHANNELS = 256
     cfg.MODEL.VIT.SCALE_FACTORS = [4.0, 2.0, 1.0, 0.5]
@@ -215,6 +218,7 @@ def build_vitdet_backbone(cfg, input_shape):
         pretrain_img_size=v.PRETRAIN_IMG_SIZE,
         pretrain_use_cls_token=v.PRETRAIN_USE_CLS_TOKEN,
         use_sdpa=v.USE_SDPA,
+        rpe=v.RPE,
     )
     return SimpleFeaturePyramid(
         net,

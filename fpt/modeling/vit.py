@@ -10,10 +10,14 @@ Same constructor arguments, parameter names and math as ``detectron2/modeling/ba
   attention, but a head dim of C/heads + H + W, which costs time at large grids on CPU: see
   ``benchmarks/vit_attention.py``);
   ``use_sdpa=False`` keeps the explicit ``softmax(q k^T * scale + bias) v`` reference;
+* optional iRPE tables in every attention (``rpe="rpe-2.0-product-ctx-1-k"``, see
+  :mod:`fpt.layers.irpe`), zero-initialised so the model starts as the one without;
 * activation checkpointing with :func:`torch.utils.checkpoint.checkpoint` (no fairscale).
 
 Tokens are channels-last, (B, H, W, C), between blocks.
 """
+
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +29,7 @@ from detectron2.modeling import Backbone
 from fvcore.nn import weight_init
 
 from fpt.layers.drop_path import DropPath
+from fpt.layers.irpe import add_irpe_logits, build_rpe, parse_rpe_spec
 from fpt.layers.rel_pos import (
     add_decomposed_rel_pos,
     decomposed_rel_pos_bias,
@@ -45,6 +50,8 @@ __all__ = [
     "set_vit_attention_impl",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 class PatchEmbed(nn.Module):
     """Image to patch embedding: one strided conv. (B, C, H, W) -> (B, H/p, W/p, embed_dim)."""
@@ -62,7 +69,14 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with optional decomposed relative position bias.
+    """Multi-head self-attention with optional decomposed relative position bias and iRPE.
+
+    With s = head_dim^-0.5 and the token grid (H, W) of the input (a window's for window blocks)::
+
+        logits = s q k^T + rel_h + rel_w + rpe_k(s q) + rpe_q(s k)^T      (B, heads, N, N)
+        out    = softmax(logits) @ v + rpe_v(softmax(logits))               (B, heads, N, head_dim)
+
+    the rel-pos bias being computed from the unscaled q (as upstream).
 
     Args:
         dim (int): channels C.
@@ -74,6 +88,11 @@ class Attention(nn.Module):
         use_sdpa (bool): fused ``F.scaled_dot_product_attention``; False: explicit reference.
         sdpa_rel_pos (str): how the fused path adds the rel-pos bias: as an additive (N x N)
             "mask", or "folded" into q and k (see :func:`fold_decomposed_rel_pos`; no mask).
+        rpe (str, RPESpec or None): iRPE spec, e.g. "rpe-2.0-product-ctx-1-k" (see
+            :func:`fpt.layers.irpe.parse_rpe_spec`), or None. Modules ``rpe_q``, ``rpe_k``,
+            ``rpe_v`` (None where the spec has no table), zero-initialised. The fused path adds
+            the q/k terms to the additive mask; with a v table the explicit path runs instead
+            (SDPA returns no attention weights); "folded" cannot hold iRPE (ValueError).
     """
 
     def __init__(
@@ -86,6 +105,7 @@ class Attention(nn.Module):
         input_size=None,
         use_sdpa=True,
         sdpa_rel_pos="mask",
+        rpe=None,
     ):
         super().__init__()
         self.num_heads = num_heads
@@ -93,6 +113,14 @@ class Attention(nn.Module):
         self.scale = head_dim**-0.5
         self.use_sdpa = use_sdpa
         self.sdpa_rel_pos = _check_sdpa_rel_pos(sdpa_rel_pos)
+        self.rpe = parse_rpe_spec(rpe)
+        _check_rpe_impl(self.rpe, use_sdpa, self.sdpa_rel_pos)
+        self.rpe_q, self.rpe_k, self.rpe_v = build_rpe(self.rpe, head_dim, num_heads)
+        if use_sdpa and self.rpe_v is not None:
+            logger.info(
+                f"Attention with iRPE {self.rpe}: the v table needs the attention weights, "
+                "which SDPA does not return; this attention runs the explicit path"
+            )
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -108,18 +136,19 @@ class Attention(nn.Module):
                 nn.init.trunc_normal_(self.rel_pos_w, std=0.02)
 
     def forward(self, x):
-        """x: (B, H, W, C) -> (B, H, W, C)."""
+        """x: (B, H, W, C) -> (B, H, W, C); (H, W) is the token grid of the iRPE buckets."""
         B, H, W, _ = x.shape
         N = H * W
         # q, k, v: (B, heads, N, head_dim)
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        if self.use_sdpa and self.use_rel_pos and self.sdpa_rel_pos == "folded":
+        use_sdpa = self.use_sdpa and self.rpe_v is None
+        if use_sdpa and self.use_rel_pos and self.sdpa_rel_pos == "folded":
             head_dim = v.shape[-1]
             q, k, v = fold_decomposed_rel_pos(
                 q, k, v, self.scale, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W)
             )
             x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)[..., :head_dim]
-        elif self.use_sdpa:
+        elif use_sdpa:
             bias = None
             if self.use_rel_pos:
                 bias = decomposed_rel_pos_bias(
@@ -128,8 +157,10 @@ class Attention(nn.Module):
                     self.rel_pos_w,
                     (H, W),
                     (H, W),
-                )
-                bias = bias.view(B, self.num_heads, N, N).to(q.dtype)
+                ).view(B, self.num_heads, N, N)
+            bias = self._add_irpe_logits(bias, q, k, (H, W))
+            if bias is not None:
+                bias = bias.to(q.dtype)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:  # the reference formulation, with upstream's order of operations
             attn = ((q * self.scale) @ k.transpose(-2, -1)).view(B * self.num_heads, N, N)
@@ -142,15 +173,33 @@ class Attention(nn.Module):
                     (H, W),
                     (H, W),
                 )
-            attn = attn.softmax(dim=-1).view(B, self.num_heads, N, N)
+            attn = attn.view(B, self.num_heads, N, N)
+            attn = self._add_irpe_logits(attn, q, k, (H, W)).softmax(dim=-1)
             x = attn @ v
+            if self.rpe_v is not None:
+                x = x + self.rpe_v(attn, (H, W))
         x = x.transpose(1, 2).reshape(B, H, W, -1)
         return self.proj(x)
 
+    def _add_irpe_logits(self, logits, q, k, hw):
+        """logits (B, heads, N, N) or None, plus the iRPE k- and q-terms of the unscaled q, k
+        (B, heads, N, head_dim) on the grid ``hw``; None stays None without q/k tables."""
+        if self.rpe_q is None and self.rpe_k is None:
+            return logits
+        return add_irpe_logits(
+            0.0 if logits is None else logits,
+            q * self.scale if self.rpe_k is not None else None,
+            k * self.scale if self.rpe_q is not None else None,
+            self.rpe_q,
+            self.rpe_k,
+            hw,
+        )
+
     def extra_repr(self):
+        rpe = None if self.rpe is None else str(self.rpe)
         return (
             f"num_heads={self.num_heads}, use_rel_pos={self.use_rel_pos}, "
-            f"use_sdpa={self.use_sdpa}, sdpa_rel_pos={self.sdpa_rel_pos!r}"
+            f"use_sdpa={self.use_sdpa}, sdpa_rel_pos={self.sdpa_rel_pos!r}, rpe={rpe!r}"
         )
 
 
@@ -158,6 +207,15 @@ def _check_sdpa_rel_pos(sdpa_rel_pos):
     if sdpa_rel_pos not in ("folded", "mask"):
         raise ValueError(f'sdpa_rel_pos={sdpa_rel_pos!r}: expected "folded" or "mask"')
     return sdpa_rel_pos
+
+
+def _check_rpe_impl(rpe, use_sdpa, sdpa_rel_pos):
+    if rpe is not None and use_sdpa and sdpa_rel_pos == "folded":
+        raise ValueError(
+            f"iRPE {rpe} cannot be used with sdpa_rel_pos='folded': folding needs per-token "
+            "features, while iRPE terms depend on each (query, key) bucket; "
+            "use sdpa_rel_pos='mask' or use_sdpa=False"
+        )
 
 
 class Mlp(nn.Module):
@@ -223,6 +281,9 @@ class Block(nn.Module):
         use_residual_block (bool): append a :class:`ResBottleneckBlock` after the MLP.
         input_size (tuple[int, int]): token grid (for the rel-pos tables of global blocks).
         use_sdpa, sdpa_rel_pos: see :class:`Attention`.
+        rpe (str, RPESpec or None): iRPE spec (see :class:`Attention`); its buckets are taken
+            on each window's (window_size, window_size) grid (padded tokens included, unmasked
+            as for the rel-pos bias) or, for global attention, on the input's (H, W).
     """
 
     def __init__(
@@ -241,6 +302,7 @@ class Block(nn.Module):
         input_size=None,
         use_sdpa=True,
         sdpa_rel_pos="mask",
+        rpe=None,
     ):
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -253,6 +315,7 @@ class Block(nn.Module):
             input_size=input_size if window_size == 0 else (window_size, window_size),
             use_sdpa=use_sdpa,
             sdpa_rel_pos=sdpa_rel_pos,
+            rpe=rpe,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
@@ -316,6 +379,9 @@ class ViT(Backbone):
         use_sdpa (bool): fused attention (see :class:`Attention`).
         sdpa_rel_pos (str): "folded" or "mask" rel-pos bias in fused attention (see
             :class:`Attention`).
+        rpe (str, RPESpec or None): iRPE spec such as "rpe-2.0-product-ctx-1-k", or None; each
+            block gets its own zero-initialised tables (``blocks.{i}.attn.rpe_{q,k,v}``; see
+            :class:`Attention` and :class:`Block`).
     """
 
     def __init__(
@@ -343,6 +409,7 @@ class ViT(Backbone):
         out_feature="last_feat",
         use_sdpa=True,
         sdpa_rel_pos="mask",
+        rpe=None,
     ):
         super().__init__()
         self.pretrain_use_cls_token = pretrain_use_cls_token
@@ -379,6 +446,7 @@ class ViT(Backbone):
                 input_size=(img_size // patch_size, img_size // patch_size),
                 use_sdpa=use_sdpa,
                 sdpa_rel_pos=sdpa_rel_pos,
+                rpe=rpe,
             )
             for i in range(depth)
         )
@@ -415,14 +483,19 @@ class ViT(Backbone):
 
 def set_vit_attention_impl(model, use_sdpa, sdpa_rel_pos=None):
     """Switch every ViT :class:`Attention` in ``model`` to fused (True) or explicit (False)
-    attention and, if given, set how fused attention adds the rel-pos bias ("folded"/"mask")."""
+    attention and, if given, set how fused attention adds the rel-pos bias ("folded"/"mask").
+
+    Raises ValueError, changing nothing, if an attention with iRPE would become fused "folded".
+    """
     if sdpa_rel_pos is not None:
         _check_sdpa_rel_pos(sdpa_rel_pos)
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.use_sdpa = use_sdpa
-            if sdpa_rel_pos is not None:
-                m.sdpa_rel_pos = sdpa_rel_pos
+    attns = [m for m in model.modules() if isinstance(m, Attention)]
+    for m in attns:
+        _check_rpe_impl(m.rpe, use_sdpa, sdpa_rel_pos or m.sdpa_rel_pos)
+    for m in attns:
+        m.use_sdpa = use_sdpa
+        if sdpa_rel_pos is not None:
+            m.sdpa_rel_pos = sdpa_rel_pos
     return model
 
 
