@@ -25,7 +25,7 @@ encoder layers) are built beforehand and not counted; parameter gradients are, a
 terms the gradient of the input (for the v term the (B, H, L, L) attention gradient, 185 MB at
 34x50, in both columns).
 
-    python benchmarks/irpe_speed.py                          # CPU, ~3-4 min on 2 busy cores
+    python benchmarks/irpe_speed.py                          # CPU, ~4 min on 2 busy cores
     python benchmarks/irpe_speed.py --parts layer --grids 34x50 --iters 7
     python benchmarks/irpe_speed.py --device cuda --iters 20 --warmup 5 [--amp]
     python benchmarks/irpe_speed.py --specs rpe-2.0-product-ctx-1-k rpe-1.9-product-ctx-0-qkv
@@ -238,7 +238,7 @@ def worker(args):
     memory = {name: peak_memory(steps[name], device, cpu_peak) for name in names}
     if cpu_peak is not None:
         cpu_peak.restore()
-    for _ in range(args.warmup - 1):
+    for _ in range(args.warmup - 1 if args.iters else 0):
         for name in names:
             steps[name]()
     times = {name: [] for name in names}

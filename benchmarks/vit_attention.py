@@ -12,6 +12,7 @@ global block alone ("attention") and the whole backbone ("ViT-B").
     python benchmarks/vit_attention.py                      # CPU-friendly: 512, 1 iteration
     python benchmarks/vit_attention.py --sizes 1024 --depth 3 --workloads ViT-B
     python benchmarks/vit_attention.py --sizes 512 1024 --iters 5 --amp   # on a GPU
+    python benchmarks/vit_attention.py --sizes 1024 --iters 5 --amp --amp-dtype float16   # as train.amp on CUDA
 """
 
 import fpt  # noqa: F401  (must come first: compat layer)
@@ -73,7 +74,7 @@ def worker(args):
     model, shape = build(args.workload, args.size, args.depth, args.impl)
     model.to(device).train()
     x = torch.randn(shape, device=device, requires_grad=args.workload == "attention")
-    dtype = torch.bfloat16 if args.amp else torch.float32
+    dtype = getattr(torch, args.amp_dtype) if args.amp else torch.float32
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=args.amp):
@@ -132,7 +133,7 @@ def run(workload, impl, size, args):
         str(args.iters),
         "--warmup",
         str(args.warmup),
-    ] + (["--amp"] if args.amp else [])
+    ] + (["--amp", "--amp-dtype", args.amp_dtype] if args.amp else [])
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
@@ -147,7 +148,13 @@ def main():
     parser.add_argument("--depth", type=int, default=12, help="ViT blocks (ViT-B: 12)")
     parser.add_argument("--iters", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--amp", action="store_true", help="autocast (bf16 unless --amp-dtype)")
+    parser.add_argument(
+        "--amp-dtype",
+        choices=["bfloat16", "float16"],
+        default="bfloat16",
+        help="autocast type with --amp (training's AMP is float16 on CUDA)",
+    )
     parser.add_argument("--workloads", nargs="+", default=["attention", "ViT-B"])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
@@ -169,7 +176,8 @@ def main():
             rows.append((f"{name} {size}x{size}", r))
     mem = "peak CUDA MB" if device != "cpu" else "peak RSS growth MB"
     print(
-        f"device: {device}, {'bf16 autocast' if args.amp else 'fp32'}, torch {torch.__version__}, "
+        f"device: {device}, {args.amp_dtype + ' autocast' if args.amp else 'fp32'}, "
+        f"torch {torch.__version__}, "
         f"median of {args.iters} iteration(s) after {args.warmup} warm-up, forward+backward, "
         f"batch 1; ratios: explicit / folded and mask / folded (> 1: folded is better)"
     )

@@ -38,8 +38,12 @@ from fpt.predictor import Predictor  # noqa: E402
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config-file", required=True, metavar="FILE", help="LazyConfig .py or yacs .yaml"
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--config-file", metavar="FILE", help="LazyConfig .py or yacs .yaml")
+    model.add_argument(
+        "--exported",
+        metavar="PATH",
+        help="a model exported by tools/export_model.py (its folder, model.ts or model.onnx)",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", metavar="PATH", help="image files, folders or globs")
@@ -91,7 +95,10 @@ def main(argv=None):
         paths = check_inputs(args)
         if args.unsafe_load:
             allow_unsafe_load()
-        predictor = build_predictor(args, load_config(args.config_file, args.opts))
+        if args.exported:
+            predictor = load_exported_predictor(args)
+        else:
+            predictor = build_predictor(args, load_config(args.config_file, args.opts))
         if paths is None:
             source = 0 if args.webcam else args.video_input
             count = run_on_video(predictor, source, args.output, args.json_output, args.max_frames)
@@ -136,6 +143,21 @@ def build_predictor(args, cfg):
         )
         return AsyncPredictor(cfg, devices, **kwargs)
     return Predictor(cfg, device=args.device, **kwargs)
+
+
+def load_exported_predictor(args):
+    """``--exported``: the exported model, in this process (see ``fpt.export.load_exported``)."""
+    from fpt.export import load_exported
+
+    if args.opts or args.num_workers > 0:
+        raise ConfigError("--exported takes no --opts or --num-workers (export.json has the rest)")
+    return load_exported(
+        args.exported,
+        device=args.device,
+        batch_size=args.batch_size,
+        score_threshold=args.confidence_threshold,
+        image_format="RGB",
+    )
 
 
 if __name__ == "__main__":

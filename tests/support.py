@@ -1,4 +1,7 @@
-"""Helpers shared by the model tests (importable as ``support``: pytest puts tests/ on sys.path)."""
+"""Helpers shared by the tests (importable as ``support``: pytest puts tests/ on sys.path)."""
+import json
+import os
+
 
 import torch
 
@@ -62,3 +65,22 @@ def detr_to_official(state_dict):
             value = full
         out[detr_official_name(key)] = value.clone()
     return out
+
+
+def shapes_val_subset(folder, num_images):
+    """The first ``num_images`` shapes_val images as a COCO json in ``folder`` (to register with
+    ``--register-coco``). Returns (json path, image folder)."""
+    from detectron2.data import DatasetCatalog
+
+    dicts = DatasetCatalog.get("shapes_val")  # generates the shapes set if needed
+    images = os.path.dirname(dicts[0]["file_name"])
+    with open(os.path.join(os.path.dirname(images), "shapes_val.json")) as f:
+        coco = json.load(f)
+    coco["images"] = coco["images"][:num_images]
+    keep = {im["id"] for im in coco["images"]}
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+    path = os.path.join(folder, "shapes_val_subset.json")
+    with open(path, "w") as f:
+        json.dump(coco, f)
+    return path, images
+

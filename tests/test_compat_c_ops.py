@@ -1,12 +1,11 @@
 """fpt.compat.c_ops: every rotated op fails with one clear error; a ``detectron2._C`` that
 cannot load or lacks ops is replaced by the stand-ins (and said so), not trusted."""
+
 import contextlib
-import importlib.abc
-import importlib.machinery
+import os
 import re
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ import fpt  # noqa: F401
 from fpt import compat
 from fpt.compat import c_ops
 from fpt.compat.c_ops import MissingCompiledOp
+from fake_compiled_c import FakeCompiledModule
 
 pytestmark = pytest.mark.skipif(compat.HAS_COMPILED_OPS, reason="compiled detectron2 in use")
 
@@ -59,39 +59,14 @@ def _call(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["nms_rotated", "batched_nms_rotated", "pairwise_iou_rotated", "ROIAlignRotated", "RRPN"]
+    "name",
+    ["nms_rotated", "batched_nms_rotated", "pairwise_iou_rotated", "ROIAlignRotated", "RRPN"],
 )
 def test_every_rotated_op_raises_the_clear_error(name):
     with pytest.raises(MissingCompiledOp) as e:
         _call(name)()
     message = str(e.value)
     assert "\n" not in message and "needs detectron2's compiled ops" in message
-
-
-_FAKE_C = '''
-class _FakeC(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds a ``detectron2._C`` that fails to load, or loads with only some functions."""
-
-    def __init__(self, functions=None):
-        self.functions = functions
-
-    def find_spec(self, name, path, target=None):
-        if name == "detectron2._C":
-            return importlib.machinery.ModuleSpec(name, self)
-        return None
-
-    def create_module(self, spec):
-        if self.functions is None:
-            raise ImportError("_C.so: undefined symbol: _ZN3c1017RegisterOperatorsD1Ev")
-        module = types.ModuleType(spec.name)
-        for f in self.functions:
-            setattr(module, f, lambda *a: None)
-        return module
-
-    def exec_module(self, module):
-        pass
-'''
-exec(_FAKE_C)  # also run before ``import fpt`` in a fresh interpreter below
 
 
 @contextlib.contextmanager
@@ -115,7 +90,7 @@ def _fake_compiled_module(finder):
 )
 def test_compiled_ops_are_imported_and_checked(functions, verdict, reason):
     """Present means importable with every op: a file that is merely found is not enough."""
-    with _fake_compiled_module(_FakeC(functions)):
+    with _fake_compiled_module(FakeCompiledModule(functions)):
         has, why = c_ops._check_compiled()
     assert has is verdict
     if reason is None:
@@ -126,8 +101,10 @@ def test_compiled_ops_are_imported_and_checked(functions, verdict, reason):
 
 def test_a_compiled_module_that_does_not_load_is_replaced():
     """End to end: detectron2 imports and works with the stand-ins; one logged line says why."""
-    code = "import importlib.abc, importlib.machinery, sys, types\n" + _FAKE_C + (
-        "sys.meta_path.insert(0, _FakeC())\n"
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from fake_compiled_c import FakeCompiledModule\n"
+        "sys.meta_path.insert(0, FakeCompiledModule())\n"
         "import torch, fpt, detectron2.modeling, detectron2.evaluation\n"
         "from fpt import compat\n"
         "from detectron2.layers import nms_rotated\n"
@@ -137,8 +114,9 @@ def test_a_compiled_module_that_does_not_load_is_replaced():
         "except compat.c_ops.MissingCompiledOp:\n"
         "    print('clear error')\n"
     )
-    r = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout == "clear error\n"
     lines = r.stderr.strip().splitlines()

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from detectron2.data import DatasetCatalog
+from support import shapes_val_subset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/Shapes/detr_tiny.py"
@@ -19,16 +19,7 @@ CONFIG = "configs/Shapes/detr_tiny.py"
 @pytest.fixture(scope="module")
 def tiny_val(tmp_path_factory):
     """The first 8 shapes_val images as a COCO json (registered with --register-coco)."""
-    dicts = DatasetCatalog.get("shapes_val")  # generates the shapes set if needed
-    folder = os.path.dirname(dicts[0]["file_name"])
-    with open(os.path.join(os.path.dirname(folder), "shapes_val.json")) as f:
-        coco = json.load(f)
-    keep = {im["id"] for im in coco["images"][:8]}
-    coco["images"] = coco["images"][:8]
-    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
-    path = tmp_path_factory.mktemp("tiny_val") / "tiny_val.json"
-    path.write_text(json.dumps(coco))
-    return str(path), folder
+    return shapes_val_subset(str(tmp_path_factory.mktemp("tiny_val")), 8)
 
 
 def _run(args, timeout=600):

@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from detectron2.data import DatasetCatalog
-
 from fpt.engine.launch import find_free_port
+from support import shapes_val_subset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_tiny.py"
@@ -23,16 +22,7 @@ DIGEST = re.compile(r"Rank (\d+) final weights sha256: (\w+)")
 @pytest.fixture(scope="module")
 def tiny_val(tmp_path_factory):
     """The first 6 shapes_val images as a COCO json (registered with --register-coco)."""
-    dicts = DatasetCatalog.get("shapes_val")  # generates the shapes set if needed
-    folder = os.path.dirname(dicts[0]["file_name"])
-    with open(os.path.join(os.path.dirname(folder), "shapes_val.json")) as f:
-        coco = json.load(f)
-    keep = {im["id"] for im in coco["images"][:6]}
-    coco["images"] = coco["images"][:6]
-    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
-    path = tmp_path_factory.mktemp("tiny_val") / "tiny_val.json"
-    path.write_text(json.dumps(coco))
-    return str(path), folder
+    return shapes_val_subset(str(tmp_path_factory.mktemp("tiny_val")), 6)
 
 
 def _args(tiny_val, output_dir, *flags, iters=6):

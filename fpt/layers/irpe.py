@@ -54,6 +54,7 @@ __all__ = [
     "IRPECross",
     "build_rpe",
     "add_irpe_logits",
+    "add_into",
     "irpe_qk_term_reference",
     "irpe_v_term_reference",
 ]
@@ -486,7 +487,7 @@ class IRPECross(nn.Module):
 
     def forward(self, x, hw):
         """See :meth:`IRPE.forward`."""
-        return self.rp_rows(x, hw) + self.rp_cols(x, hw)
+        return add_into(self.rp_rows(x, hw), self.rp_cols(x, hw))
 
 
 def build_rpe(spec, head_dim, num_heads, skip=0):
@@ -534,10 +535,32 @@ def add_irpe_logits(logits, q_scaled, k_scaled, rpe_q, rpe_k, hw):
     Returns:
         Tensor: (B, H, L, L) (a bias-mode term alone is (heads_p, L, L)).
     """
+    fresh = False  # ``logits`` was made here: the q-term may be added into it
     if rpe_k is not None:
         term = rpe_k(q_scaled, hw)
-        logits = term if logits is None else logits + term
+        logits, fresh = (term, True) if logits is None else (logits + term, True)
     if rpe_q is not None:
         term = rpe_q(k_scaled, hw).transpose(-2, -1)
-        logits = term if logits is None else logits + term
+        if logits is None:
+            logits = term
+        else:
+            logits = add_into(logits, term) if fresh else logits + term
     return logits
+
+
+def add_into(x, y):
+    """``x + y``, written into ``x`` when ``x`` is contiguous and has the result's shape and
+    dtype (else a new tensor); ``y`` None returns ``x``.
+
+    ``x`` must be an intermediate of the caller's own that nothing else reads and no autograd
+    node saved (autograd raises if one did). The values are those of ``x + y``; on CPU it saves
+    allocating and first touching an L x L tensor, which costs about 4x the add itself."""
+    if y is None:
+        return x
+    if (
+        x.is_contiguous()
+        and x.shape == torch.broadcast_shapes(x.shape, y.shape)
+        and torch.result_type(x, y) == x.dtype
+    ):
+        return x.add_(y)
+    return x + y

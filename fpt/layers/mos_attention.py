@@ -121,7 +121,9 @@ def mos_attention(q, k, v, pi, similarity="dot", scale=None, impl="sdpa", chunk_
     q, k = (F.pad(t, (0, qk_width - t.shape[-1])).contiguous() for t in (q, k))
     v = F.pad(v, (0, v_width - value_dim)).contiguous().unsqueeze(1).expand(-1, num_parts, -1, -1)
     outputs = []
-    for q_chunk in q.split(chunk_size or q.shape[2], dim=2):
+    # no split without chunk_size: a traced split by the query count would fix that count in
+    # an ONNX graph (a static Split), and the graph would fail at other image sizes
+    for q_chunk in q.split(chunk_size, dim=2) if chunk_size else (q,):
         attn = F.scaled_dot_product_attention(q_chunk, k, v, scale=scale)
         outputs.append(_mix(pi, attn).to(out_dtype))
     return torch.cat(outputs, dim=1)[..., :value_dim]

@@ -187,7 +187,7 @@ class Attention(nn.Module):
         if self.rpe_q is None and self.rpe_k is None:
             return logits
         return add_irpe_logits(
-            0.0 if logits is None else logits,
+            logits,
             q * self.scale if self.rpe_k is not None else None,
             k * self.scale if self.rpe_q is not None else None,
             self.rpe_q,

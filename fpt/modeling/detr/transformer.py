@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpt.layers.irpe import add_irpe_logits, build_rpe, parse_rpe_spec
+from fpt.layers.irpe import add_into, add_irpe_logits, build_rpe, parse_rpe_spec
 
 __all__ = [
     "RPEMultiheadAttention",
@@ -37,22 +37,6 @@ def _padding_bias(key_padding_mask, attn_mask, dtype):
             )
         bias = attn_mask.to(dtype) if bias is None else bias + attn_mask.to(dtype)
     return bias
-
-
-def _add_maybe_inplace(x, y):
-    """``x + y`` (y may be None), written into ``x`` when it is a contiguous tensor of the
-    result's shape and dtype: ``x`` must be a fresh intermediate that no autograd node saved
-    (autograd raises otherwise). Same values; on CPU it saves allocating (and page-faulting) an
-    L x L tensor, about as long as the add itself."""
-    if y is None:
-        return x
-    if (
-        x.is_contiguous()
-        and x.shape == torch.broadcast_shapes(x.shape, y.shape)
-        and torch.result_type(x, y) == x.dtype
-    ):
-        return x.add_(y)
-    return x + y
 
 
 class RPEMultiheadAttention(nn.Module):
@@ -121,7 +105,7 @@ class RPEMultiheadAttention(nn.Module):
                 self.rpe_k,
                 hw,
             )
-            bias = _add_maybe_inplace(rpe_terms, bias)
+            bias = add_into(rpe_terms, bias)
         dropout = self.dropout if self.training else 0.0
         if self.rpe_v is None:
             if bias is not None:
@@ -130,7 +114,7 @@ class RPEMultiheadAttention(nn.Module):
         else:
             if hw is None:
                 raise ValueError("RPEMultiheadAttention with iRPE needs hw=(H, W) of the tokens")
-            logits = _add_maybe_inplace((q * scale) @ k.transpose(-2, -1), bias)
+            logits = add_into((q * scale) @ k.transpose(-2, -1), bias)
             attn = F.dropout(logits.softmax(dim=-1), dropout, self.training)
             out = attn @ v + self.rpe_v(attn, hw)
         out = out.permute(2, 0, 1, 3).reshape(L, B, C)
