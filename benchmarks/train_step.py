@@ -8,7 +8,7 @@ runs it (fp16 autocast + ``GradScaler`` on CUDA, bf16 autocast on CPU).
         --device cuda --amp
     # the same with folded attention
     python benchmarks/train_step.py --config-file configs/COCO/ViTDet/mask_rcnn_vitdet_b_100ep.py \\
-        --device cuda --amp model.backbone.net.sdpa_rel_pos=folded
+        --device cuda --amp model.backbone.net.attn_impl=sdpa_folded
     # CPU, small (checks the plumbing)
     python benchmarks/train_step.py --config-file configs/Shapes/vitdet_mask_rcnn_tiny.py \\
         --size 128 128 --iters 1 --warmup 1
@@ -103,7 +103,9 @@ def main(argv=None):
             losses = model(inputs)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise SystemExit(f"non-finite loss: { {k: float(v.detach()) for k, v in losses.items()} }")
+            raise SystemExit(
+                f"non-finite loss: { {k: float(v.detach()) for k, v in losses.items()} }"
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -148,11 +150,11 @@ def main(argv=None):
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "torch": torch.__version__,
     }
+    memory = "GPU memory" if device.type == "cuda" else "RSS growth"
     print(
-        f"{args.config_file} {' '.join(args.opts)}: train step {args.size[0]}x{args.size[1]} "
+        f"{' '.join([args.config_file] + args.opts)}: train step {args.size[0]}x{args.size[1]} "
         f"x{args.batch}, {precision}, on {where}: {seconds:.3f} s/iter (mean of {args.iters} "
-        f"after {args.warmup} warm-up), peak {'GPU memory' if device.type == 'cuda' else 'RSS growth'} "
-        f"{peak_gb:.2f} GB, {params:.1f} M params"
+        f"after {args.warmup} warm-up), peak {memory} {peak_gb:.2f} GB, {params:.1f} M params"
     )
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -12,7 +12,7 @@ global block alone ("attention") and the whole backbone ("ViT-B").
     python benchmarks/vit_attention.py                      # CPU-friendly: 512, 1 iteration
     python benchmarks/vit_attention.py --sizes 1024 --depth 3 --workloads ViT-B
     python benchmarks/vit_attention.py --sizes 512 1024 --iters 5 --amp   # on a GPU
-    python benchmarks/vit_attention.py --sizes 1024 --iters 5 --amp --amp-dtype float16   # as train.amp on CUDA
+    python benchmarks/vit_attention.py --sizes 1024 --iters 5 --amp --amp-dtype float16  # train.amp
 """
 
 import fpt  # noqa: F401  (must come first: compat layer)
@@ -31,12 +31,11 @@ from torch import nn
 
 from fpt.modeling.vit import Attention, ViT
 
-# name: (use_sdpa, sdpa_rel_pos), in table order
-IMPLS = {"explicit": (False, "folded"), "mask": (True, "mask"), "folded": (True, "folded")}
+# name: attn_impl, in table order
+IMPLS = {"explicit": "explicit", "mask": "sdpa_mask", "folded": "sdpa_folded"}
 
 
 def build(workload, size, depth, impl):
-    use_sdpa, sdpa_rel_pos = IMPLS[impl]
     tokens = size // 16
     if workload == "attention":  # a global-attention block's attention, all tokens at once
         return Attention(
@@ -44,8 +43,7 @@ def build(workload, size, depth, impl):
             12,
             use_rel_pos=True,
             input_size=(tokens, tokens),
-            use_sdpa=use_sdpa,
-            sdpa_rel_pos=sdpa_rel_pos,
+            attn_impl=IMPLS[impl],
         ), (1, tokens, tokens, 768)
     net = ViT(
         img_size=size,
@@ -57,8 +55,7 @@ def build(workload, size, depth, impl):
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
         window_block_indexes=[i for i in range(depth) if i % 3 != 2],
         use_rel_pos=True,
-        use_sdpa=use_sdpa,
-        sdpa_rel_pos=sdpa_rel_pos,
+        attn_impl=IMPLS[impl],
     )
     return net, (1, 3, size, size)
 

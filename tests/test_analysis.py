@@ -13,7 +13,7 @@ from fpt.utils.analysis import analyze_model, format_complexity_table
 
 
 @pytest.mark.parametrize("use_rel_pos", [False, True])
-@pytest.mark.parametrize("impl", [(True, "folded"), (True, "mask"), (False, "folded")])
+@pytest.mark.parametrize("impl", ["sdpa_folded", "sdpa_mask", "explicit"])
 def test_vit_flops_match_formula(impl, use_rel_pos):
     C, p, depth, size, window = 16, 8, 2, 48, 4
     vit = ViT(
@@ -28,7 +28,7 @@ def test_vit_flops_match_formula(impl, use_rel_pos):
         window_size=window,
         window_block_indexes=[0],
     )
-    set_vit_attention_impl(vit, *impl)
+    set_vit_attention_impl(vit, impl)
     s = size // p  # 6x6 tokens; block 0: 4 windows of 4x4 (padded to 8x8), block 1: global
 
     # fvcore: one multiply-add = one flop; element-wise ops are not counted. Attention: q k^T and
@@ -61,9 +61,9 @@ def test_detector_analysis_is_consistent(repo_root):
     assert flops["proposal_generator"] == positions * (2 * 9 * ch * ch + ch * 3 + ch * 12)
     # deterministic (no detections), model state restored, mask == explicit == folded attention
     assert model.training and model.roi_heads.box_predictor.test_score_thresh == 0.05
-    explicit = analyze_model(set_vit_attention_impl(model, False), 128, 128)
+    explicit = analyze_model(set_vit_attention_impl(model, "explicit"), 128, 128)
     assert explicit["flops"] == flops
-    folded = analyze_model(set_vit_attention_impl(model, True, "folded"), 128, 128)
+    folded = analyze_model(set_vit_attention_impl(model, "sdpa_folded"), 128, 128)
     assert folded["flops"] == flops
     table = format_complexity_table(result)
     assert "backbone" in table and f"{params['total'] / 1e6:.3f}" in table

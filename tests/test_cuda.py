@@ -125,8 +125,8 @@ def _upstream(module, inputs, seed):
 # ---------------------------------------------------------------------------------------------
 # ViT attention: explicit / SDPA with an additive mask / SDPA with the bias folded into q, k
 # ---------------------------------------------------------------------------------------------
-# name: (use_sdpa, sdpa_rel_pos)
-VIT_IMPLS = {"explicit": (False, "mask"), "mask": (True, "mask"), "folded": (True, "folded")}
+# name: attn_impl
+VIT_IMPLS = {"explicit": "explicit", "mask": "sdpa_mask", "folded": "sdpa_folded"}
 VIT_CASES = [
     ("explicit", None),
     ("mask", None),
@@ -157,21 +157,21 @@ def test_vit_attention_matches_cpu_fp64(impl, rpe, dtype_name):
     from fpt.modeling.vit import set_vit_attention_impl
 
     attn = _vit_attention(rpe)
-    set_vit_attention_impl(attn, *VIT_IMPLS[impl])
+    set_vit_attention_impl(attn, VIT_IMPLS[impl])
     x = _randn(2, *VIT_GRID, 64, seed=3)
     names = ["x"] + [n for n, p in attn.named_parameters()]
     ref, out = compare_to_reference(attn, [x], dtype_name, names)
     assert out.dtype == DTYPES[dtype_name]  # what autocast gives callers
     # the terms under test are large enough for the tolerances to see them
     plain = copy.deepcopy(attn).double()
-    set_vit_attention_impl(plain, False, "mask")
+    set_vit_attention_impl(plain, "explicit")
     with torch.no_grad():
         plain.rel_pos_h.zero_()
         plain.rel_pos_w.zero_()
         assert rel_err(plain(x), ref) > MEANINGFUL
         if rpe is not None:
             plain = copy.deepcopy(attn).double()
-            set_vit_attention_impl(plain, False, "mask")
+            set_vit_attention_impl(plain, "explicit")
             for n, p in plain.named_parameters():
                 if n.startswith("rpe_"):
                     p.zero_()
@@ -189,7 +189,9 @@ class _MoS(torch.nn.Module):
     def forward(self, q, k, v, pi):
         from fpt.layers.mos_attention import mos_attention
 
-        return mos_attention(q, k, v, pi, self.similarity, impl=self.impl, chunk_size=self.chunk_size)
+        return mos_attention(
+            q, k, v, pi, self.similarity, impl=self.impl, chunk_size=self.chunk_size
+        )
 
 
 def _mos_inputs(num_parts):
@@ -304,9 +306,7 @@ def test_roi_pooler_multilevel_cuda_matches_cpu():
     boxes = torch.cat([xy, xy + wh], dim=-1)
     outs = {}
     for device in ("cpu", DEVICE):
-        outs[device] = pooler(
-            [f.to(device) for f in feats], [Boxes(b.to(device)) for b in boxes]
-        )
+        outs[device] = pooler([f.to(device) for f in feats], [Boxes(b.to(device)) for b in boxes])
     assert_close_rel(outs[DEVICE], outs["cpu"], 1e-5, "ROIPooler output")
 
 
@@ -502,7 +502,9 @@ def _detr_batch(with_instances=False):
         item = {"image": torch.rand(3, h, w, generator=g) * 255, "height": h, "width": w}
         if with_instances:
             inst = Instances((h, w))
-            inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 50.0, 60.0], [40.0, 30.0, 90.0, 88.0]]))
+            inst.gt_boxes = Boxes(
+                torch.tensor([[10.0, 12.0, 50.0, 60.0], [40.0, 30.0, 90.0, 88.0]])
+            )
             inst.gt_classes = torch.tensor([0, 2])
             item["instances"] = inst
         batch.append(item)

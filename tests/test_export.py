@@ -2,8 +2,8 @@
 reloads from disk and gives the eager model's predictions on the sample image and on an image of
 another size; unsupported combinations and exports that would be wrong end in one line.
 
-Tiny randomly initialised models (seeded, saved as checkpoints) on a small real photo; every
-family at most 80 px.
+Tiny randomly initialised models (seeded, saved as checkpoints) on small real photos (at most
+80 px); each family is exported once per (format, method) for the module.
 """
 
 import copy
@@ -97,8 +97,15 @@ CASES = {
             "96",
         ],
     ),
-    # square padding 128 (the shapes size): every input is padded to 128 x 128
-    "vitdet": (os.path.join(REPO, "configs", "Shapes", "vitdet_mask_rcnn_tiny.py"), []),
+    # square padding 96: every input is padded to 96 x 96 (6 x 6 tokens)
+    "vitdet": (
+        os.path.join(REPO, "configs", "Shapes", "vitdet_mask_rcnn_tiny.py"),
+        [
+            "model.backbone.square_pad=96",
+            "model.backbone.net.img_size=96",
+            "model.backbone.net.pretrain_img_size=96",
+        ],
+    ),
     "fpt": (os.path.join(REPO, "configs", "Shapes", "fpt_mask_rcnn_tiny.py"), []),
     "semantic_fpt": (os.path.join(REPO, "configs", "Cityscapes", "semantic_R_50_FPT.py"), []),
     "detr": (os.path.join(REPO, "configs", "Shapes", "detr_tiny.py"), []),
@@ -123,11 +130,20 @@ SUPPORTED = [
 ]
 
 
+RESNET_TINY = _load(
+    "resnet_tiny", os.path.join(REPO, "configs", "common", "models", "resnet_tiny.py")
+)
+
+
+def _shrink_fpt(cfg):
+    """FPT's ResNet-18 at a quarter width (16-128 channels)."""
+    RESNET_TINY.make_resnet18_tiny(cfg.model.backbone.pyramid.bottom_up, width=16)
+
+
 def _shrink_semantic(cfg):
-    """The Cityscapes R-50-FPT semantic model at R-18, 32 channels, 64 px, 4 classes."""
-    stages = cfg.model.backbone.pyramid.bottom_up.stages
-    stages.depth = 18
-    del stages.stride_in_1x1  # BasicBlock has no 1x1 conv
+    """The Cityscapes R-50-FPT semantic model at R-18 (quarter width), 32 channels, 64 px,
+    4 classes."""
+    _shrink_fpt(cfg)
     cfg.model.backbone.out_channels = 32
     cfg.model.sem_seg_head.conv_dims = 32  # GroupNorm(32, .)
     cfg.model.sem_seg_head.norm = "GN"
@@ -148,6 +164,8 @@ class Case:
         if is_lazy_config(self.cfg):
             if family == "semantic_fpt":
                 _shrink_semantic(self.cfg)
+            elif family == "fpt":
+                _shrink_fpt(self.cfg)
             self.cfg.train.device = "cpu"
             model = instantiate(self.cfg.model)
         else:
@@ -177,6 +195,25 @@ def cases(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def exports(cases, photos, tmp_path_factory):
+    """export_model of a family (once per module): (result, export folder)."""
+    done = {}
+
+    def get(family, fmt="torchscript", method="tracing"):
+        key = (family, fmt, method)
+        if key not in done:
+            out = tmp_path_factory.mktemp("_".join(key)) / "exported"
+            case = cases(family)
+            result = export_model(
+                case.cfg, str(out), fmt, method, sample_image=photos[0], predictor=case.eager
+            )
+            done[key] = (result, out)
+        return done[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """(sample file, sample RGB, another RGB image): a real photo 53x80, and one of another size
     and aspect ratio than the sample and the exporter's own second check image."""
@@ -197,15 +234,10 @@ def _assert_matches_eager(case, exported, images):
 
 
 @pytest.mark.parametrize("family,fmt,method", SUPPORTED)
-def test_export_reloads_and_matches_eager_at_two_sizes(
-    family, fmt, method, cases, photos, tmp_path
-):
+def test_export_reloads_and_matches_eager_at_two_sizes(family, fmt, method, cases, exports, photos):
     case = cases(family)
-    sample_path, sample, other = photos
-    out = tmp_path / "exported"
-    result = export_model(
-        case.cfg, str(out), format=fmt, method=method, sample_image=sample_path, device="cpu"
-    )
+    _, sample, other = photos
+    result, out = exports(family, fmt, method)
     model_file = {"torchscript": "model.ts", "onnx": "model.onnx"}[fmt]
     assert sorted(os.listdir(out)) == sorted([model_file, "export.json"])  # no leftovers
     assert result["family"].key == family
@@ -231,13 +263,14 @@ def test_support_matrix_names_what_works(cases, photos, tmp_path):
         export_model(cases("rcnn").cfg, str(tmp_path), "onnx", "scripting")
     for family in ("cascade_rcnn", "fpt", "detr_irpe"):
         with pytest.raises(UnsupportedExport) as e:
+            case = cases(family)
             export_model(
-                cases(family).cfg,
+                case.cfg,
                 str(tmp_path / family),
                 "torchscript",
                 "scripting",
                 sample_image=sample_path,
-                device="cpu",
+                predictor=case.eager,
             )
         message = str(e.value)
         assert "\n" not in message and "use --export-method tracing" in message
@@ -265,7 +298,8 @@ def test_an_export_wrong_at_another_size_is_not_written(cases, photos, tmp_path,
     )
     out = tmp_path / "exported"
     with pytest.raises(ExportError, match=r"does not match the eager model on a \d+x\d+ image"):
-        export_model(cases("detr_irpe").cfg, str(out), sample_image=photos[0], device="cpu")
+        case = cases("detr_irpe")
+        export_model(case.cfg, str(out), sample_image=photos[0], predictor=case.eager)
     assert os.listdir(out) == []
 
 
@@ -319,16 +353,16 @@ def test_tool_unsupported_combination_is_one_line(capsys):
     assert err.count("\n") == 1 and err.startswith("error: ONNX export records the model")
 
 
-def test_demo_draws_from_an_exported_model(cases, photos, tmp_path):
+def test_demo_draws_from_an_exported_model(cases, exports, photos, tmp_path):
     """demo/demo.py --exported: drawings and COCO JSON, category ids mapped back to COCO's (the
     tiny config's test set is coco_2017_val) from export.json's metadata."""
     case = cases("rcnn")
-    export_model(case.cfg, str(tmp_path / "exported"), sample_image=photos[0], device="cpu")
+    _, exported = exports("rcnn")
     out = tmp_path / "drawn"
     code = DEMO.main(
         [
             "--exported",
-            str(tmp_path / "exported" / "model.ts"),
+            str(exported / "model.ts"),
             "--input",
             photos[0],
             "--output",
@@ -365,3 +399,40 @@ def test_demo_exported_takes_no_config_options(photos, tmp_path, capsys):
     assert capsys.readouterr().err == (
         "error: --exported takes no --opts or --num-workers (export.json has the rest)\n"
     )
+
+
+def test_onnx_is_imported_only_by_the_export_path():
+    """``onnx`` / ``onnxruntime`` imports sit inside the functions that write or run ONNX."""
+    import ast
+
+    folder = os.path.join(REPO, "fpt", "export")
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                tree = ast.parse(f.read())
+            for node in tree.body:  # module level only
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                    assert not any(n.split(".")[0] in ("onnx", "onnxruntime") for n in names), name
+
+
+def test_compare_matches_instances_in_any_order_within_tolerance():
+    from detectron2.structures import Boxes, Instances
+
+    def instances(boxes, scores, classes):
+        return Instances(
+            (100, 100),
+            pred_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+            scores=torch.tensor(scores),
+            pred_classes=torch.tensor(classes),
+        )
+
+    eager = instances([[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 3, 3]], [0.9, 0.9, 0.2], [0, 1, 2])
+    same = instances([[5, 5, 20, 20.01], [0, 0, 10, 10]], [0.9, 0.9004], [1, 0])  # reordered
+    problems, stats = compare_predictions({"instances": eager}, {"instances": same})
+    assert problems == [] and stats["unmatched_eager"] == 1  # the 0.2 one: at the cut-off
+    moved = instances([[0, 0, 10, 10], [5, 5, 20, 21]], [0.9, 0.9], [0, 1])
+    problems, _ = compare_predictions({"instances": eager}, {"instances": moved})
+    assert len(problems) == 2 and "has no counterpart" in problems[0]
+    problems, _ = compare_predictions({"instances": eager}, {"sem_seg": torch.zeros(2, 5, 5)})
+    assert problems

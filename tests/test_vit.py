@@ -136,11 +136,11 @@ def naive_attention(attn, x):
     return attn.proj(torch.cat(outs, dim=-1).reshape(B, H, W, C))
 
 
-IMPLS = {"folded": (True, "folded"), "mask": (True, "mask"), "explicit": (False, "folded")}
+IMPLS = {"folded": "sdpa_folded", "mask": "sdpa_mask", "explicit": "explicit"}
 
 
 def attention_outputs_and_grads(module, x, impl):
-    set_vit_attention_impl(module, *IMPLS[impl])
+    set_vit_attention_impl(module, IMPLS[impl])
     out = module(x)
     out = out["last_feat"] if isinstance(out, dict) else out
     return out, torch.autograd.grad(out.square().sum(), [x] + list(module.parameters()))
@@ -206,18 +206,41 @@ def test_fold_decomposed_rel_pos_is_the_biased_dot_product():
     assert fk[0, j, E:].tolist() == [0, 0, 1] + [0, 1, 0, 0] + [0, 0, 0]
 
 
-def test_attention_rejects_unknown_sdpa_rel_pos():
-    with pytest.raises(ValueError, match="sdpa_rel_pos='flash'"):
+def test_attention_rejects_unknown_attn_impl():
+    with pytest.raises(ValueError, match="attn_impl='flash': expected one of explicit, sdpa_mask"):
+        Attention(16, 2, attn_impl="flash")
+    with pytest.raises(ValueError, match="attn_impl='flash'"):
+        set_vit_attention_impl(Attention(16, 2), "flash")
+
+
+@pytest.mark.parametrize(
+    "flags,impl",
+    [
+        (dict(use_sdpa=False), "explicit"),
+        (dict(use_sdpa=False, sdpa_rel_pos="folded"), "explicit"),
+        (dict(use_sdpa=True), "sdpa_mask"),
+        (dict(sdpa_rel_pos="folded"), "sdpa_folded"),
+        (dict(use_sdpa=True, sdpa_rel_pos="mask"), "sdpa_mask"),
+    ],
+)
+def test_previous_attention_flags_still_work_with_a_deprecation_warning(flags, impl):
+    with pytest.warns(FutureWarning, match="use_sdpa / sdpa_rel_pos are deprecated.*attn_impl"):
+        assert Attention(16, 2, **flags).attn_impl == impl
+    with pytest.warns(FutureWarning):
+        vit = ViT(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, **flags)
+    assert {blk.attn.attn_impl for blk in vit.blocks} == {impl}
+    with pytest.warns(FutureWarning):
+        set_vit_attention_impl(vit, flags.get("use_sdpa", True), flags.get("sdpa_rel_pos"))
+    assert {blk.attn.attn_impl for blk in vit.blocks} == {impl}
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="sdpa_rel_pos='flash'"):
         Attention(16, 2, sdpa_rel_pos="flash")
-    with pytest.raises(ValueError, match="sdpa_rel_pos='flash'"):
-        set_vit_attention_impl(Attention(16, 2), True, "flash")
 
 
 @pytest.mark.parametrize("impl", ["folded", "mask", "explicit"])
 def test_attention_bf16_autocast_close_to_fp32(impl):
     torch.manual_seed(0)
     attn = Attention(32, num_heads=4, use_rel_pos=True, rel_pos_zero_init=False, input_size=(4, 4))
-    set_vit_attention_impl(attn, *IMPLS[impl])
+    set_vit_attention_impl(attn, IMPLS[impl])
     x = torch.randn(2, 4, 4, 32)
     ref = attn(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -226,11 +249,11 @@ def test_attention_bf16_autocast_close_to_fp32(impl):
     torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
 
 
-@pytest.mark.parametrize("sdpa_rel_pos", ["folded", "mask"])
-def test_window_block_matches_per_window_attention_with_padding(sdpa_rel_pos):
+@pytest.mark.parametrize("attn_impl", ["sdpa_folded", "sdpa_mask"])
+def test_window_block_matches_per_window_attention_with_padding(attn_impl):
     torch.manual_seed(0)
     blk = Block(
-        24, 2, window_size=3, use_rel_pos=True, rel_pos_zero_init=False, sdpa_rel_pos=sdpa_rel_pos
+        24, 2, window_size=3, use_rel_pos=True, rel_pos_zero_init=False, attn_impl=attn_impl
     )
     x = torch.randn(1, 5, 7, 24)  # not divisible by the window, not square
     out = blk(x)

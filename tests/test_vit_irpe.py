@@ -27,7 +27,7 @@ QK_SPECS = [
     "rpe-2.0-cross-bias-1-qk",
 ]
 V_SPECS = ["rpe-2.0-product-ctx-0-qkv", "rpe-1.9-euc-ctx-1-v", "rpe-2.0-cross-ctx-1-kv"]
-IMPLS = {"mask": (True, "mask"), "explicit": (False, "mask")}
+IMPLS = {"mask": "sdpa_mask", "explicit": "explicit"}
 
 
 def tiny_vit(rpe=None, **kwargs):
@@ -62,7 +62,7 @@ def randomize_tables(module, std=0.5):
 
 
 def outputs_and_grads(module, x, impl):
-    set_vit_attention_impl(module, *IMPLS[impl])
+    set_vit_attention_impl(module, IMPLS[impl])
     out = module(x)
     out = out["last_feat"] if isinstance(out, dict) else out
     return out, torch.autograd.grad(out.square().sum(), [x] + list(module.parameters()))
@@ -138,8 +138,8 @@ def naive_block(blk, x):
 
 @pytest.mark.parametrize("impl", ["mask", "explicit"])
 def test_rpe_at_init_equals_no_rpe(impl):
-    plain = tiny_vit(use_sdpa=IMPLS[impl][0]).double()
-    with_rpe = tiny_vit("rpe-2.0-product-ctx-0-qkv", use_sdpa=IMPLS[impl][0]).double()
+    plain = tiny_vit(attn_impl=IMPLS[impl]).double()
+    with_rpe = tiny_vit("rpe-2.0-product-ctx-0-qkv", attn_impl=IMPLS[impl]).double()
     # a checkpoint without iRPE loads unchanged, reporting only the tables as missing
     result = with_rpe.load_state_dict(plain.state_dict(), strict=False)
     assert result.unexpected_keys == []
@@ -197,7 +197,7 @@ def test_v_fallback_logged_once_per_attention_at_construction(caplog):
         assert all(r.levelno == logging.INFO for r in records)
         assert "runs the explicit path" in records[0].getMessage()
         vit(torch.randn(1, 3, 40, 56))
-        tiny_vit("rpe-2.0-product-ctx-0-kv", use_sdpa=False)
+        tiny_vit("rpe-2.0-product-ctx-0-kv", attn_impl="explicit")
         tiny_vit("rpe-2.0-product-ctx-0-qk")
         assert len(records) == 2
     finally:
@@ -218,7 +218,7 @@ def test_block_matches_naive_irpe_attention(spec, window_size, impl):
         use_rel_pos=True,
         rel_pos_zero_init=False,
         input_size=(5, 7),
-        use_sdpa=IMPLS[impl][0],
+        attn_impl=IMPLS[impl],
         rpe=spec,
     ).double()
     randomize_tables(blk)
@@ -277,28 +277,27 @@ def test_state_dict_keys_and_shapes_per_block():
 
 def test_folded_sdpa_rejects_rpe():
     match = (
-        r"^iRPE rpe-2\.0-product-ctx-1-k cannot be used with sdpa_rel_pos='folded': folding needs"
-        r" per-token features, .* \(query, key\) bucket; use sdpa_rel_pos='mask' or use_sdpa=False$"
+        r"^iRPE rpe-2\.0-product-ctx-1-k cannot be used with attn_impl='sdpa_folded': folding "
+        r"needs per-token features, .* \(query, key\) bucket; use attn_impl='sdpa_mask' or "
+        r"'explicit'$"
     )
     spec = "rpe-2.0-product-ctx-1-k"
     with pytest.raises(ValueError, match=match):
-        Attention(24, 2, sdpa_rel_pos="folded", rpe=spec)
+        Attention(24, 2, attn_impl="sdpa_folded", rpe=spec)
     with pytest.raises(ValueError, match=match):
-        Attention(24, 2, use_rel_pos=True, input_size=(3, 3), sdpa_rel_pos="folded", rpe=spec)
+        Attention(24, 2, use_rel_pos=True, input_size=(3, 3), attn_impl="sdpa_folded", rpe=spec)
     with pytest.raises(ValueError, match=match):
-        tiny_vit(spec, sdpa_rel_pos="folded")
+        tiny_vit(spec, attn_impl="sdpa_folded")
     vit = tiny_vit(spec)
     with pytest.raises(ValueError, match=match):
-        set_vit_attention_impl(vit, True, "folded")
-    assert all(blk.attn.sdpa_rel_pos == "mask" for blk in vit.blocks)  # nothing changed
-    # explicit attention may keep "folded" as its setting, but not switch to fused with it
-    explicit = tiny_vit(spec, use_sdpa=False, sdpa_rel_pos="folded")
-    set_vit_attention_impl(explicit, False, "folded")
+        set_vit_attention_impl(vit, "sdpa_folded")
+    assert all(blk.attn.attn_impl == "sdpa_mask" for blk in vit.blocks)  # nothing changed
+    explicit = tiny_vit(spec, attn_impl="explicit")
     with pytest.raises(ValueError, match=match):
-        set_vit_attention_impl(explicit, True)
-    assert not any(blk.attn.use_sdpa for blk in explicit.blocks)
-    set_vit_attention_impl(explicit, True, "mask")
-    set_vit_attention_impl(tiny_vit(), True, "folded")  # no iRPE: folded is fine
+        set_vit_attention_impl(explicit, "sdpa_folded")
+    assert all(blk.attn.attn_impl == "explicit" for blk in explicit.blocks)
+    set_vit_attention_impl(explicit, "sdpa_mask")
+    set_vit_attention_impl(tiny_vit(), "sdpa_folded")  # no iRPE: folded is fine
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,6 @@ def test_fused_and_explicit_models_agree(repo_root):
     backbone = instantiate(cfg.model.backbone).eval()
     x = torch.randn(1, 3, 128, 96)
     fused = backbone(x)
-    explicit = set_vit_attention_impl(backbone, False)(x)
+    explicit = set_vit_attention_impl(backbone, "explicit")(x)
     for k in fused:
         torch.testing.assert_close(fused[k], explicit[k], atol=1e-5, rtol=1e-5)

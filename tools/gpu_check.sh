@@ -35,7 +35,7 @@
 #   --budget SECONDS  time for the whole run
 #   --work DIR        working folder (default output/gpu_check; cleared of earlier check runs)
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 MODE=gpu SKIP_SETUP=0 PY="" BUDGET="" WORK=${GPU_CHECK_WORK:-output/gpu_check}
 while (($#)); do
@@ -64,26 +64,29 @@ if [ "$MODE" = gpu ]; then
     DEVICE=cuda ITERS=40 RESUME_ITERS=60 DETR_ITERS=60 DETR_RESUME_ITERS=80 CKPT_PERIOD=20
     VAL_IMAGES=16 FRAMES=50 DDP_ITERS=20 AMP=True
     TRAIN_OPTS="" DETR_TRAIN_OPTS="" TRAIN_THREADS=4
-    VIT_ARGS="--sizes 1024 --workloads attention ViT-B --iters 5 --warmup 2 --amp --amp-dtype float16"
-    STEP_ARGS="--config-file configs/COCO/ViTDet/mask_rcnn_vitdet_b_100ep.py --device cuda --amp --iters 5 --warmup 2"
-    FPT_ARGS="--device cuda --variants FPN FPT-sdpa --iters 3 --warmup 1"
-    IRPE_ARGS="--device cuda --iters 10 --terms-iters 5 --warmup 3"
+    VIT_ARGS=(--sizes 1024 --workloads attention ViT-B --iters 5 --warmup 2 --amp --amp-dtype float16)
+    STEP_ARGS=(--config-file configs/COCO/ViTDet/mask_rcnn_vitdet_b_100ep.py --device cuda --amp --iters 5 --warmup 2)
+    FPT_ARGS=(--device cuda --variants FPN FPT-sdpa --iters 3 --warmup 1)
+    IRPE_ARGS=(--device cuda --iters 10 --terms-iters 5 --warmup 3)
 else
     DEVICE=cpu ITERS=8 RESUME_ITERS=12 DETR_ITERS=24 DETR_RESUME_ITERS=28 CKPT_PERIOD=4
     VAL_IMAGES=4 FRAMES=4 DDP_ITERS=3 AMP=False # CPU autocast is bf16, and slow on most CPUs
     TRAIN_OPTS="dataloader.train.total_batch_size=2 dataloader.train.num_workers=0 dataloader.test.num_workers=0"
     DETR_TRAIN_OPTS="dataloader.train.num_workers=0 dataloader.test.num_workers=0" # batch 8
     TRAIN_THREADS=1
-    VIT_ARGS="--sizes 128 --depth 3 --workloads attention ViT-B --iters 1 --warmup 1"
-    STEP_ARGS="--config-file configs/Shapes/vitdet_mask_rcnn_tiny.py --device cpu --size 128 128 --iters 1 --warmup 1"
-    FPT_ARGS="--device cpu --variants FPN FPT-sdpa --infer-size 128 192 --train-size 128 128 --train-batch 1 --iters 1 --warmup 1"
-    IRPE_ARGS="--device cpu --grids 6x8 --terms-grid 6x8 --specs rpe-2.0-product-ctx-1-k --iters 1 --terms-iters 1 --warmup 1"
+    VIT_ARGS=(--sizes 128 --depth 3 --workloads attention ViT-B --iters 1 --warmup 1)
+    STEP_ARGS=(--config-file configs/Shapes/vitdet_mask_rcnn_tiny.py --device cpu --size 128 128 --iters 1 --warmup 1)
+    FPT_ARGS=(--device cpu --variants FPN FPT-sdpa --infer-size 128 192 --train-size 128 128 --train-batch 1 --iters 1 --warmup 1)
+    IRPE_ARGS=(--device cpu --grids 6x8 --terms-grid 6x8 --specs rpe-2.0-product-ctx-1-k --iters 1 --terms-iters 1 --warmup 1)
 fi
 CONFIGS=(mask_rcnn_R_18_FPN_tiny vitdet_mask_rcnn_tiny fpt_mask_rcnn_tiny detr_tiny)
-RESERVE=5 MIN_STEP=15 T0=$(date +%s) NEXT=0
+RESERVE=15 MIN_STEP=15 T0=$(date +%s) NEXT=0
 export MODE WORK DEVICE ITERS RESUME_ITERS CKPT_PERIOD VAL_IMAGES FRAMES DDP_ITERS TRAIN_OPTS
 export AMP DETR_TRAIN_OPTS
-export TRAIN_THREADS VIT_ARGS STEP_ARGS FPT_ARGS IRPE_ARGS PYTHONUNBUFFERED=1
+export TRAIN_THREADS PYTHONUNBUFFERED=1
+# fpt importable from the scripts in benchmarks/, demo/, tools/ also without its editable install
+# (an interpreter given with --python and --skip-setup)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 say() { echo "[gpu_check] $*"; }
 
@@ -118,7 +121,7 @@ run() {
     start=$(date +%s.%N)
     # in the background, so that an interrupted check can stop it (timeout makes its own process
     # group and passes a TERM on to all of it)
-    timeout -k 10 "$limit" bash -c '"$@"' step "$@" >>"$log" 2>&1 &
+    timeout -k 10 "$limit" bash -c '"$@"' step "$@" </dev/null >>"$log" 2>&1 &
     local pid=$!
     echo "$pid" >"$WORK/pids/$id"
     wait "$pid"
@@ -126,15 +129,18 @@ run() {
     while kill -0 "$pid" 2>/dev/null; do wait "$pid"; rc=$?; done # a signal cut the wait short
     rm -f "$WORK/pids/$id"
     figure=$(grep '^FIGURE: ' "$log" | tail -n 1 | cut -c 9-)
-    case $rc in
-        0) status=PASS ;;
-        3) status=SKIP ;;
-        124 | 137) status=FAIL figure="timed out after ${limit} s${figure:+; $figure}" ;;
-        *)
-            status=FAIL
-            [ -n "$figure" ] || figure="exit code $rc: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | cut -c 1-160)"
-            ;;
-    esac
+    if ((rc == 0)); then
+        status=PASS
+    elif [ -e "$WORK/interrupted" ]; then
+        status=SKIP figure="interrupted (exit code $rc)"
+    elif ((rc == 3)); then
+        status=SKIP
+    elif ((rc == 124 || rc == 137)); then
+        status=FAIL figure="timed out after ${limit} s${figure:+; $figure}"
+    else
+        status=FAIL
+        [ -n "$figure" ] || figure="exit code $rc: $(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | cut -c 1-160)"
+    fi
     record "$id" "$name" "$status" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')" "$figure"
 }
 
@@ -155,7 +161,9 @@ step_setup() {
     return "$rc"
 }
 
-step_env() { helper env $([ "$MODE" = gpu ] && echo --require-cuda); }
+step_env() {
+    if [ "$MODE" = gpu ]; then helper env --require-cuda; else helper env; fi
+}
 
 step_pytest() {
     local out="$WORK/logs/pytest.out" rc
@@ -182,7 +190,9 @@ train_args() { # CONFIG OUTPUT_DIR MAX_ITER: sets ARGS
         dataloader.test.dataset.names=gpu_check_val "train.device=$DEVICE" "train.amp.enabled=$AMP"
         "train.max_iter=$3" "train.checkpointer.period=$CKPT_PERIOD" train.log_period=1
         train.plot=False train.visualize.num_images=0 "train.output_dir=$2")
-    if [ "$1" = detr_tiny ]; then ARGS+=($DETR_TRAIN_OPTS); else ARGS+=($TRAIN_OPTS); fi
+    local opts
+    if [ "$1" = detr_tiny ]; then read -ra opts <<<"$DETR_TRAIN_OPTS"; else read -ra opts <<<"$TRAIN_OPTS"; fi
+    ARGS+=("${opts[@]}")
 }
 
 # one GPU over NCCL: train_net.py as torchrun starts it (env://, world size 1), so the process
@@ -196,7 +206,9 @@ step_train() { # CONFIG START END
         "$PY" train_net.py --num-gpus 1 --dist-url env:// $resume "${ARGS[@]}"
     rc=$?
     grep -h "process group\|backend\|Resuming at" "$out"/log.txt 2>/dev/null | tail -n 3
-    helper train-check "$out" --start "$start" --end "$end" $([ "$MODE" = gpu ] && echo --expect-cuda)
+    local check=(train-check "$out" --start "$start" --end "$end")
+    [ "$MODE" = gpu ] && check+=(--expect-cuda)
+    helper "${check[@]}"
     both "$rc" "$?"
 }
 
@@ -320,16 +332,21 @@ go "demo.py on a video ($DEVICE)" 150 step_demo
 
 # the benchmarks: slowest and least essential last
 go "bench: ViT-B attention (expl/mask/fold)" 240 step_bench vit vit \
-    benchmarks/vit_attention.py $VIT_ARGS
+    benchmarks/vit_attention.py "${VIT_ARGS[@]}"
 go "bench: ViT-B Mask R-CNN train step (AMP)" 180 step_bench train-step vitb_train_step \
-    benchmarks/train_step.py $STEP_ARGS
+    benchmarks/train_step.py "${STEP_ARGS[@]}"
 go "bench: FPN vs FPT Mask R-CNN R-50" 300 step_bench fpt fpt \
-    benchmarks/fpt_speed_memory.py $FPT_ARGS --output "$WORK/bench/fpt"
-go "bench: iRPE (DETR layer, terms)" 180 step_bench irpe irpe benchmarks/irpe_speed.py $IRPE_ARGS
+    benchmarks/fpt_speed_memory.py "${FPT_ARGS[@]}" --output "$WORK/bench/fpt"
+go "bench: iRPE (DETR layer, terms)" 180 step_bench irpe irpe benchmarks/irpe_speed.py "${IRPE_ARGS[@]}"
 go "bench: ViT-B train step, folded attention" 180 step_bench train-step vitb_train_step_folded \
-    benchmarks/train_step.py $STEP_ARGS model.backbone.net.sdpa_rel_pos=folded
+    benchmarks/train_step.py "${STEP_ARGS[@]}" model.backbone.net.attn_impl=sdpa_folded
 
 # ---- the table ----------------------------------------------------------------------------------
+revision() {
+    local head
+    head=$(git rev-parse --short HEAD 2>/dev/null) || { echo "no git revision"; return; }
+    git diff --quiet HEAD 2>/dev/null && echo "git $head" || echo "git $head + uncommitted changes"
+}
 TOTAL=$(($(date +%s) - T0))
 DEVICE_LINE=$(grep '^FIGURE: ' "$WORK/logs/$ENV_ID.log" 2>/dev/null | tail -n 1 | cut -c 9-)
 FAILED=$(cat "$WORK"/results/*.tsv | awk -F '\t' '$2 == "FAIL"' | wc -l)
@@ -337,7 +354,7 @@ REPORT="$REPORT_DIR/gpu_check_results.md"
 {
     echo "## GPU check ($([ "$MODE" = gpu ] && echo "GPU run" || echo "CPU dry run"), $(date -u '+%Y-%m-%d %H:%M UTC'))"
     echo
-    echo "${DEVICE_LINE:-environment unknown}; git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)'); total ${TOTAL} s of a ${BUDGET} s budget; ${FAILED} failed"
+    echo "${DEVICE_LINE:-environment unknown}; $(revision); total ${TOTAL} s of a ${BUDGET} s budget; ${FAILED} failed"
     echo
     echo "| # | check | status | seconds | figure |"
     echo "|---|---|---|---|---|"
@@ -353,7 +370,9 @@ cat "$REPORT.tmp"
     if compgen -G "$WORK/bench/*.md" >/dev/null; then
         echo
         echo "### Benchmark tables"
-        for f in "$WORK"/bench/*.md; do echo; cat "$f"; done
+        # in step order (their names have no spaces)
+        # shellcheck disable=SC2045
+        for f in $(ls -tr "$WORK"/bench/*.md); do echo; cat "$f"; done
     fi
 } >"$REPORT"
 rm -f "$REPORT.tmp"
@@ -363,4 +382,5 @@ for f in "$WORK"/logs/[0-9]*.log; do
 done >"$REPORT_DIR/gpu_check_logs.txt"
 echo
 say "report: $REPORT; logs: $REPORT_DIR/gpu_check_logs.txt (full logs in $WORK/logs)"
+[ -e "$WORK/interrupted" ] && exit 130
 ((FAILED == 0))

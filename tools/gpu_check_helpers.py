@@ -61,8 +61,10 @@ def cmd_env(args):
 
         driver = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20,
-        ).stdout.split()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.split()
         if driver:
             parts.append(f"driver {driver[0]}")
     except (OSError, subprocess.SubprocessError):
@@ -88,9 +90,12 @@ def cmd_nccl(args):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     dist.init_process_group(
-        args.backend, init_method=f"tcp://127.0.0.1:{port}", world_size=1, rank=0,
+        args.backend,
+        init_method=f"tcp://127.0.0.1:{port}",
+        world_size=1,
+        rank=0,
         timeout=timedelta(seconds=60),
-    )  # fmt: skip
+    )
     try:
         x = torch.arange(4, dtype=torch.float32, device=device)
         dist.all_reduce(x)
@@ -103,7 +108,9 @@ def cmd_nccl(args):
         if args.backend == "nccl":
             v = torch.cuda.nccl.version()
             version = " " + (".".join(map(str, v)) if isinstance(v, tuple) else str(v))
-        figure = f"{args.backend}{version}: all_reduce, broadcast, barrier on {device} (world size 1)"
+        figure = (
+            f"{args.backend}{version}: all_reduce, broadcast, barrier on {device} (world size 1)"
+        )
         return done(PASS if ok else FAIL, figure + ("" if ok else f": wrong result {x.tolist()}"))
     finally:
         dist.destroy_process_group()
@@ -139,9 +146,11 @@ def cmd_prepare_data(args):
 # ---------------------------------------------------------------------------------------------
 def cmd_pytest_summary(args):
     text = _read(args.log)
-    line = next((l for l in reversed(text.splitlines()) if re.search(r"\d+ (passed|failed|skipped|error)", l)), "")  # fmt: skip
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", line)}  # fmt: skip
-    summary = line.strip(" =") or "no pytest summary"
+    lines = reversed(text.splitlines())
+    last = next((x for x in lines if re.search(r"\d+ (passed|failed|skipped|error)", x)), "")
+    found = re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last)
+    counts = {k: int(n) for n, k in found}
+    summary = last.strip(" =") or "no pytest summary"
     bad = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
     if bad or args.rc != 0:
         names = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)
@@ -179,7 +188,8 @@ def cmd_train_check(args):
         return done(FAIL, f"no losses logged for iterations {args.start}-{args.end - 1}")
     iters = [r["iteration"] for r in mine]
     if min(iters) != args.start or max(iters) != args.end - 1:
-        return done(FAIL, f"iterations {min(iters)}-{max(iters)} logged, expected {args.start}-{args.end - 1}")  # fmt: skip
+        expected = f"{args.start}-{args.end - 1}"
+        return done(FAIL, f"iterations {min(iters)}-{max(iters)} logged, expected {expected}")
     bad = [
         (r["iteration"], k)
         for r in mine
@@ -201,7 +211,8 @@ def cmd_train_check(args):
         if f"Resuming at iteration {args.start}" not in log:
             problems.append(f"log.txt does not say 'Resuming at iteration {args.start}'")
         if initial is not None and not mine[0]["total_loss"] < initial:
-            problems.append(f"resumed loss {mine[0]['total_loss']:.3f} not below the initial {initial:.3f}")  # fmt: skip
+            resumed = mine[0]["total_loss"]
+            problems.append(f"resumed loss {resumed:.3f} not below the initial {initial:.3f}")
     memory = ""
     if args.expect_cuda:  # detectron2's metric printer logs max_mem on CUDA machines
         mems = [int(m) for m in re.findall(r"max_mem: (\d+)M", _read(os.path.join(out, "log.txt")))]
@@ -252,7 +263,7 @@ def cmd_ddp_check(args):
     for path in logs:
         digests.update(re.findall(r"Rank (\d+) final weights sha256: (\w+)", _read(path)))
     if len(digests) != args.ranks:
-        return done(FAIL, f"final weight digests of ranks {sorted(digests)} only, expected {args.ranks}")  # fmt: skip
+        return done(FAIL, f"weight digests of ranks {sorted(digests)} only, not of {args.ranks}")
     if len(set(digests.values())) != 1:
         return done(FAIL, f"ranks ended with different weights: {digests}")
     rows = [r for r in _rows(os.path.join(args.output_dir, "metrics.json")) if "total_loss" in r]
@@ -284,20 +295,29 @@ def cmd_video_check(args):
         frames += 1
     capture.release()
     figure = f"{frames} frames {size[0]}x{size[1]} written"
-    return done(PASS if frames == args.frames else FAIL, figure + ("" if frames == args.frames else f", expected {args.frames}"))  # fmt: skip
+    if frames != args.frames:
+        return done(FAIL, f"{figure}, expected {args.frames}")
+    return done(PASS, figure)
 
 
 # ---------------------------------------------------------------------------------------------
 # benchmark summaries: one line for the table, the benchmark's own tables for the report
 # ---------------------------------------------------------------------------------------------
 def _table_lines(text):
-    return [l for l in text.splitlines() if l.startswith("|")]
+    return [line for line in text.splitlines() if line.startswith("|")]
 
 
 def _write_markdown(path, title, lines):
-    if path:
-        with open(path, "w") as f:
-            f.write(f"### {title}\n\n" + "\n".join(lines) + "\n")
+    """A section: the title, then ``lines`` with blank lines around each table."""
+    if not path:
+        return
+    out = [f"### {title}", ""]
+    for line in lines:
+        if out[-1] and out[-1].startswith("|") != line.startswith("|"):
+            out.append("")
+        out.append(line)
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
 
 
 def _cells(line):
@@ -307,21 +327,23 @@ def _cells(line):
 def cmd_bench_vit(args):
     text = _read(args.log)
     lines = _table_lines(text)
-    header = next((l for l in text.splitlines() if l.startswith("device:")), "")
-    rows = [_cells(l) for l in lines[2:]]
+    header = next((line for line in text.splitlines() if line.startswith("device:")), "")
+    rows = [_cells(line) for line in lines[2:]]
     if not rows:
         return done(FAIL, "no result table")
-    _write_markdown(args.markdown, "ViT attention (benchmarks/vit_attention.py)", [header, ""] + lines)
+    _write_markdown(
+        args.markdown, "ViT attention (benchmarks/vit_attention.py)", [header, ""] + lines
+    )
     parts = []
     for c in rows:  # workload, ms x3, 2 time ratios, MB x3, 2 memory ratios (impls in IMPLS order)
         ms, mb = [float(x) for x in c[1:4]], [float(x) for x in c[6:9]]
         ratios = ", ".join(
-            f"{impl} {ms[0] / max(ms[i], 1e-9):.2f}x faster / {mb[0] / max(mb[i], 1e-9):.2f}x less mem"
+            f"{impl} speed-up {ms[0] / max(ms[i], 1e-9):.2f}x, "
+            f"memory saving {mb[0] / max(mb[i], 1e-9):.2f}x"
             for i, impl in ((1, "mask"), (2, "folded"))
         )
-        parts.append(
-            f"{c[0]}: ms expl/mask/fold {'/'.join(c[1:4])}, MB {'/'.join(c[6:9])}; vs explicit: {ratios}"
-        )
+        times, memory = "/".join(c[1:4]), "/".join(c[6:9])
+        parts.append(f"{c[0]}: ms expl/mask/fold {times}, MB {memory}; vs explicit: {ratios}")
     return done(PASS, "; ".join(parts))
 
 
@@ -337,8 +359,9 @@ def cmd_bench_train_step(args):
     r = _result_json(text)
     if r is None:
         return done(FAIL, "no RESULT line")
-    summary = next((l for l in text.splitlines() if ": train step " in l), "")
-    _write_markdown(args.markdown, "Training step (benchmarks/train_step.py)", [summary])
+    summary = next((line for line in text.splitlines() if ": train step " in line), "")
+    title = " ".join(["Training step (benchmarks/train_step.py)"] + r["opts"])
+    _write_markdown(args.markdown, title, [summary])
     return done(
         PASS,
         f"{r['size'][0]}x{r['size'][1]} x{r['batch']} {r['precision']}: {r['seconds']:.3f} s/iter, "
@@ -352,8 +375,9 @@ def cmd_bench_fpt(args):
         return done(FAIL, f"no {args.results}")
     with open(args.results) as f:
         results = json.load(f)["results"]
-    header = next((l for l in text.splitlines() if l.startswith("Mask R-CNN R-50")), "")
-    _write_markdown(args.markdown, "FPN vs FPT (benchmarks/fpt_speed_memory.py)", [header, ""] + _table_lines(text))  # fmt: skip
+    header = next((line for line in text.splitlines() if line.startswith("Mask R-CNN R-50")), "")
+    title = "FPN vs FPT (benchmarks/fpt_speed_memory.py)"
+    _write_markdown(args.markdown, title, [header, ""] + _table_lines(text))
     by = {(r["variant"], r["mode"]): r for r in results}
     parts, failed = [], []
     for variant in dict.fromkeys(r["variant"] for r in results):
@@ -379,9 +403,10 @@ def cmd_bench_irpe(args):
     lines = _table_lines(text)
     if not lines:
         return done(FAIL, "no result table")
-    keep = [l for l in text.splitlines() if l.startswith(("device:", "|", "DETR encoder", "iRPE terms", "Targets", "- "))]  # fmt: skip
+    starts = ("device:", "|", "DETR encoder", "iRPE terms", "Targets", "- ")
+    keep = [line for line in text.splitlines() if line.startswith(starts)]
     _write_markdown(args.markdown, "iRPE (benchmarks/irpe_speed.py)", keep)
-    targets = [l[2:] for l in text.splitlines() if l.startswith("- ")]
+    targets = [line[2:] for line in text.splitlines() if line.startswith("- ")]
     return done(PASS, "; ".join(targets) if targets else f"{len(lines)} table rows")
 
 

@@ -54,6 +54,9 @@ def compare_predictions(expected, got, tol=TOLERANCE):
 def _compare_instances(a, b, tol, stats):
     if a.image_size != b.image_size:
         return [f"image size {tuple(b.image_size)} instead of {tuple(a.image_size)}"]
+    fields_a, fields_b = set(a.get_fields()), set(b.get_fields())
+    if fields_a != fields_b:
+        return [f"fields {sorted(fields_b)} instead of {sorted(fields_a)}"]
     boxes_a, boxes_b = a.pred_boxes.tensor.float(), b.pred_boxes.tensor.float()
     box_diff = (boxes_a[:, None] - boxes_b[None]).abs().amax(-1) if len(a) and len(b) else None
     stats.update(instances=len(a), max_box_px=0.0, max_score=0.0)

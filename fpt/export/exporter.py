@@ -112,6 +112,7 @@ def export_model(
     device=None,
     config_file=None,
     check_images=None,
+    predictor=None,
 ):
     """
     Export a config's model and check it.
@@ -129,6 +130,8 @@ def export_model(
         config_file (str or None): recorded in ``export.json``.
         check_images (list[np.ndarray] or None): RGB images to check the export on; default the
             sample and :func:`second_image` of it.
+        predictor (Predictor or None): the eager model, if already built from ``cfg`` (e.g. to
+            export it to several formats); ``device`` is then its device.
 
     Returns:
         ExportResult.
@@ -139,7 +142,10 @@ def export_model(
     """
     start = time.perf_counter()
     check_supported(None, format, method)
-    predictor = Predictor(cfg, device=device, image_format="RGB")
+    if predictor is None:
+        predictor = Predictor(cfg, device=device, image_format="RGB")
+    elif predictor.image_format != "RGB":
+        raise ValueError("export_model needs a Predictor with image_format='RGB'")
     model = predictor.model
     family = detect_family(model)
     check_supported(family, format, method)
@@ -176,6 +182,10 @@ def export_model(
         for name in (MODEL_FILES[format], INFO_FILE):
             final[name] = os.path.join(output_dir, name)
             os.replace(os.path.join(staging, name), final[name])
+        for name in set(MODEL_FILES.values()) - {MODEL_FILES[format]}:
+            stale = os.path.join(output_dir, name)  # an earlier export's, no longer described
+            if os.path.isfile(stale):
+                os.remove(stale)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result = ExportResult(

@@ -7,12 +7,14 @@ assignment, top-k of a data-dependent count) and DETR's padding check are such P
 tracing exporter records one run, as ``torch.jit.trace`` does, and the result is checked at a
 second image size before it is kept (see :mod:`fpt.export.exporter`).
 
-One fix at export time, no model change: the exporter's ``aten::unflatten`` computes the new
-shape with a data-dependent ``Slice`` that ONNX shape inference cannot follow; the exporter then
-falls back to the traced (sample) sizes, and later ``Shape``-derived values (e.g. a ``new_ones``)
-are folded into constants of the sample's size, so the graph fails at any other size (FPT's
-Mixture-of-Softmaxes attention). :func:`_unflatten` writes the same reshape with static slice
-bounds (``Shape(start, end)``), which shape inference follows.
+Two fixes at export time, no model change (the exporter's own symbolics, replaced while
+exporting): its ``aten::unflatten`` computes the new shape with a data-dependent ``Slice`` that
+ONNX shape inference cannot follow; the exporter then falls back to the traced (sample) sizes,
+and later ``Shape``-derived values (e.g. a ``new_ones``) are folded into constants of the
+sample's size, so the graph fails at any other size (FPT's Mixture-of-Softmaxes attention).
+:func:`_unflatten` writes the same reshape with static slice bounds (``Shape(start, end)``),
+which shape inference follows. And a ``split`` of a dimension of unknown size into one chunk is
+written as a ``Split`` of the split size (:func:`_split`).
 """
 
 import contextlib
@@ -34,10 +36,14 @@ _DEPRECATIONS = (
     (DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export"),
     (DeprecationWarning, r"The feature will be removed\. Please remove usage of this function"),
 )
-# the exporter's caution for every advanced indexing (aten::index), whether or not indices can
-# be negative; ours are not (class and level indices, gathered positions), and every export is
-# checked against the eager model
-_ONNX_NOTES = ((UserWarning, r"Exporting aten::index operator of advanced indexing"),)
+# the exporter's notes: a caution for every advanced indexing (aten::index), whether or not
+# indices can be negative (ours are not: class and level indices, gathered positions), and that
+# a strided slice is left unfolded (no effect on the graph's values); every export is checked
+# against the eager model
+_ONNX_NOTES = (
+    (UserWarning, r"Exporting aten::index operator of advanced indexing"),
+    (UserWarning, r"Constant folding - Only steps=1 can be constant folded"),
+)
 
 
 @contextlib.contextmanager
@@ -73,13 +79,31 @@ def _unflatten(g, input, dim, unflattened_size):
     return symbolic_helper._reshape_helper(g, input, g.op("Concat", *parts, axis_i=0))
 
 
+def _split(g, self, split_size_or_sizes, dim, _outputs=None):
+    """``aten::split`` that gave one chunk while tracing: the whole tensor. The exporter would
+    write a static ``Split`` of the split size, which fails wherever the tensor is smaller (FPT's
+    chunked attention splits ``r x r`` queries into chunks of 1024), or drops rows where it is
+    larger; chunks are processed alike and concatenated, so one chunk of everything is the
+    same computation."""
+    from torch.onnx._internal.torchscript_exporter import symbolic_opset13
+
+    if _outputs == 1:
+        return g.op("Identity", self)
+    return symbolic_opset13.split(g, self, split_size_or_sizes, dim, _outputs)
+
+
+_SYMBOLICS = {"aten::unflatten": _unflatten, "aten::split": _split}
+
+
 @contextlib.contextmanager
 def _symbolics():
-    torch.onnx.register_custom_op_symbolic("aten::unflatten", _unflatten, OPSET)
+    for name, fn in _SYMBOLICS.items():
+        torch.onnx.register_custom_op_symbolic(name, fn, OPSET)
     try:
         yield
     finally:
-        torch.onnx.unregister_custom_op_symbolic("aten::unflatten", OPSET)
+        for name in _SYMBOLICS:
+            torch.onnx.unregister_custom_op_symbolic(name, OPSET)
 
 
 def export_onnx(adapter, image, path, output_names, output_axes):

@@ -175,6 +175,11 @@ class ExportedModel:
             onnx_threads (int or None): ONNX Runtime's intra-op threads (default: its own).
         """
         self.directory, self.info = read_info(path)
+        if not os.path.isdir(path) and os.path.basename(path) != self.info["model_file"]:
+            raise ExportError(
+                f"{path}: {INFO_FILE} beside it describes {self.info['model_file']}, not this file "
+                "(a file left from another export?)"
+            )
         exported_on = self.info["device"]
         self.device = pick_device(device, exported_on)
         self.model_path = os.path.join(self.directory, self.info["model_file"])

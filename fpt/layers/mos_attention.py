@@ -266,9 +266,11 @@ class MoSAttention(nn.Module):
         pi = self.mixture(k) if self.mixture is not None else k.new_ones(k.shape[0], 1)
         return self.query(query_map), k, self.value(key_map), pi
 
-    def attend(self, q, k, v, pi):
-        """q (B, L, Ci), k (B, S, Ci), v (B, S, C), pi (B, N) -> (B, L, C)."""
-        return mos_attention(q, k, v, pi, self.similarity, self.scale, self.impl, self.chunk_size)
+    def attend(self, q, k, v, pi, impl=None):
+        """q (B, L, Ci), k (B, S, Ci), v (B, S, C), pi (B, N) -> (B, L, C); ``impl`` overrides
+        the module's kernel."""
+        impl = impl or self.impl
+        return mos_attention(q, k, v, pi, self.similarity, self.scale, impl, self.chunk_size)
 
     def forward(self, query_map, key_map):
         """(B, C, H, W), (B, C, h, w) -> (B, C, H, W): every query attends to every key."""

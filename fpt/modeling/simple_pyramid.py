@@ -178,7 +178,8 @@ def add_vitdet_config(cfg):
     cfg.MODEL.VIT.USE_ACT_CHECKPOINT = False
     cfg.MODEL.VIT.PRETRAIN_IMG_SIZE = 224
     cfg.MODEL.VIT.PRETRAIN_USE_CLS_TOKEN = True
-    cfg.MODEL.VIT.USE_SDPA = True
+    cfg.MODEL.VIT.ATTN_IMPL = "sdpa_mask"  # or "sdpa_folded", "explicit"
+    cfg.MODEL.VIT.USE_SDPA = None  # deprecated: use ATTN_IMPL
     # iRPE spec for every attention, e.g. "rpe-2.0-product-ctx-1-k" (fpt.layers.irpe); None:
     # no iRPE (yacs keeps None: "MODEL.VIT.RPE None" on the command line, "RPE: null" in yaml)
     cfg.MODEL.VIT.RPE = None
@@ -217,6 +218,7 @@ def build_vitdet_backbone(cfg, input_shape):
         use_act_checkpoint=v.USE_ACT_CHECKPOINT,
         pretrain_img_size=v.PRETRAIN_IMG_SIZE,
         pretrain_use_cls_token=v.PRETRAIN_USE_CLS_TOKEN,
+        attn_impl=v.ATTN_IMPL,
         use_sdpa=v.USE_SDPA,
         rpe=v.RPE,
     )

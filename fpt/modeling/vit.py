@@ -3,13 +3,14 @@
 Same constructor arguments, parameter names and math as ``detectron2/modeling/backbone/vit.py``
 (detectron2 main branch), so official ViTDet checkpoints load and give the same outputs, plus:
 
-* attention through :func:`torch.nn.functional.scaled_dot_product_attention` (``use_sdpa=True``,
-  default) with the decomposed relative-position bias added as an (N x N) mask
-  (``sdpa_rel_pos="mask"``, default) or folded into the dot product (``sdpa_rel_pos="folded"``:
-  no mask, so SDPA can pick its flash / memory-efficient kernels; 2-5x less memory for global
-  attention, but a head dim of C/heads + H + W, which costs time at large grids on CPU: see
-  ``benchmarks/vit_attention.py``);
-  ``use_sdpa=False`` keeps the explicit ``softmax(q k^T * scale + bias) v`` reference;
+* three attention implementations, one argument ``attn_impl``: ``"sdpa_mask"`` (default)
+  runs :func:`torch.nn.functional.scaled_dot_product_attention` with the decomposed
+  relative-position bias as an additive (N x N) mask; ``"sdpa_folded"`` folds the bias into the
+  dot product (no mask, so SDPA can pick its flash / memory-efficient kernels; 2-5x less memory
+  for global attention, but a head dim of C/heads + H + W, which costs time at large grids on
+  CPU: see ``benchmarks/vit_attention.py``); ``"explicit"`` is the reference
+  ``softmax(q k^T * scale + bias) v``. (The flags ``use_sdpa`` / ``sdpa_rel_pos`` of the
+  previous release are still accepted, with a deprecation warning.);
 * optional iRPE tables in every attention (``rpe="rpe-2.0-product-ctx-1-k"``, see
   :mod:`fpt.layers.irpe`), zero-initialised so the model starts as the one without;
 * activation checkpointing with :func:`torch.utils.checkpoint.checkpoint` (no fairscale).
@@ -18,6 +19,7 @@ Tokens are channels-last, (B, H, W, C), between blocks.
 """
 
 import logging
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +50,11 @@ __all__ = [
     "ViT",
     "get_vit_lr_decay_rate",
     "set_vit_attention_impl",
+    "ATTN_IMPLS",
 ]
+
+# the attention implementations (see the module docstring), all equal up to float rounding
+ATTN_IMPLS = ("explicit", "sdpa_mask", "sdpa_folded")
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +91,16 @@ class Attention(nn.Module):
         use_rel_pos (bool): add the decomposed relative position bias.
         rel_pos_zero_init (bool): zero-init the rel-pos tables (else trunc-normal std 0.02).
         input_size (tuple[int, int]): token grid the rel-pos tables are made for.
-        use_sdpa (bool): fused ``F.scaled_dot_product_attention``; False: explicit reference.
-        sdpa_rel_pos (str): how the fused path adds the rel-pos bias: as an additive (N x N)
-            "mask", or "folded" into q and k (see :func:`fold_decomposed_rel_pos`; no mask).
+        attn_impl (str): "sdpa_mask" (fused ``F.scaled_dot_product_attention``, the rel-pos
+            bias as an additive (N x N) mask), "sdpa_folded" (the bias folded into q and k, see
+            :func:`fold_decomposed_rel_pos`; no mask) or "explicit" (the reference).
         rpe (str, RPESpec or None): iRPE spec, e.g. "rpe-2.0-product-ctx-1-k" (see
             :func:`fpt.layers.irpe.parse_rpe_spec`), or None. Modules ``rpe_q``, ``rpe_k``,
-            ``rpe_v`` (None where the spec has no table), zero-initialised. The fused path adds
-            the q/k terms to the additive mask; with a v table the explicit path runs instead
-            (SDPA returns no attention weights); "folded" cannot hold iRPE (ValueError).
+            ``rpe_v`` (None where the spec has no table), zero-initialised. "sdpa_mask" adds the
+            q/k terms to the additive mask; with a v table the explicit path runs instead (SDPA
+            returns no attention weights); "sdpa_folded" cannot hold iRPE (ValueError).
+        use_sdpa, sdpa_rel_pos: deprecated spelling of ``attn_impl`` (see
+            :func:`resolve_attn_impl`).
     """
 
     def __init__(
@@ -103,20 +111,20 @@ class Attention(nn.Module):
         use_rel_pos=False,
         rel_pos_zero_init=True,
         input_size=None,
-        use_sdpa=True,
-        sdpa_rel_pos="mask",
+        attn_impl="sdpa_mask",
         rpe=None,
+        use_sdpa=None,
+        sdpa_rel_pos=None,
     ):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
-        self.use_sdpa = use_sdpa
-        self.sdpa_rel_pos = _check_sdpa_rel_pos(sdpa_rel_pos)
+        self.attn_impl = resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos)
         self.rpe = parse_rpe_spec(rpe)
-        _check_rpe_impl(self.rpe, use_sdpa, self.sdpa_rel_pos)
+        _check_rpe_impl(self.rpe, self.attn_impl)
         self.rpe_q, self.rpe_k, self.rpe_v = build_rpe(self.rpe, head_dim, num_heads)
-        if use_sdpa and self.rpe_v is not None:
+        if self.attn_impl != "explicit" and self.rpe_v is not None:
             logger.info(
                 f"Attention with iRPE {self.rpe}: the v table needs the attention weights, "
                 "which SDPA does not return; this attention runs the explicit path"
@@ -141,14 +149,14 @@ class Attention(nn.Module):
         N = H * W
         # q, k, v: (B, heads, N, head_dim)
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        use_sdpa = self.use_sdpa and self.rpe_v is None
-        if use_sdpa and self.use_rel_pos and self.sdpa_rel_pos == "folded":
+        impl = self.attn_impl if self.rpe_v is None else "explicit"  # rpe_v needs the weights
+        if impl == "sdpa_folded" and self.use_rel_pos:
             head_dim = v.shape[-1]
             q, k, v = fold_decomposed_rel_pos(
                 q, k, v, self.scale, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W)
             )
             x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)[..., :head_dim]
-        elif use_sdpa:
+        elif impl != "explicit":
             bias = None
             if self.use_rel_pos:
                 bias = decomposed_rel_pos_bias(
@@ -199,22 +207,41 @@ class Attention(nn.Module):
         rpe = None if self.rpe is None else str(self.rpe)
         return (
             f"num_heads={self.num_heads}, use_rel_pos={self.use_rel_pos}, "
-            f"use_sdpa={self.use_sdpa}, sdpa_rel_pos={self.sdpa_rel_pos!r}, rpe={rpe!r}"
+            f"attn_impl={self.attn_impl!r}, rpe={rpe!r}"
         )
 
 
-def _check_sdpa_rel_pos(sdpa_rel_pos):
-    if sdpa_rel_pos not in ("folded", "mask"):
-        raise ValueError(f'sdpa_rel_pos={sdpa_rel_pos!r}: expected "folded" or "mask"')
-    return sdpa_rel_pos
+def resolve_attn_impl(attn_impl="sdpa_mask", use_sdpa=None, sdpa_rel_pos=None):
+    """The attention implementation, one of :data:`ATTN_IMPLS`.
+
+    ``use_sdpa`` / ``sdpa_rel_pos`` are the previous release's flags, accepted for this release
+    with a ``FutureWarning``: ``use_sdpa=False`` is "explicit"; otherwise ``sdpa_rel_pos``
+    "folded" is "sdpa_folded" and "mask" (or unset) "sdpa_mask". They win over ``attn_impl``.
+    """
+    if use_sdpa is not None or sdpa_rel_pos is not None:
+        warnings.warn(
+            "ViT attention: use_sdpa / sdpa_rel_pos are deprecated and go in the next release; "
+            "use attn_impl='explicit', 'sdpa_mask' or 'sdpa_folded'",
+            FutureWarning,
+            stacklevel=3,
+        )
+        if sdpa_rel_pos not in (None, "mask", "folded"):
+            raise ValueError(f'sdpa_rel_pos={sdpa_rel_pos!r}: expected "folded" or "mask"')
+        if use_sdpa is False:
+            attn_impl = "explicit"
+        else:
+            attn_impl = "sdpa_folded" if sdpa_rel_pos == "folded" else "sdpa_mask"
+    if attn_impl not in ATTN_IMPLS:
+        raise ValueError(f"attn_impl={attn_impl!r}: expected one of {', '.join(ATTN_IMPLS)}")
+    return attn_impl
 
 
-def _check_rpe_impl(rpe, use_sdpa, sdpa_rel_pos):
-    if rpe is not None and use_sdpa and sdpa_rel_pos == "folded":
+def _check_rpe_impl(rpe, attn_impl):
+    if rpe is not None and attn_impl == "sdpa_folded":
         raise ValueError(
-            f"iRPE {rpe} cannot be used with sdpa_rel_pos='folded': folding needs per-token "
+            f"iRPE {rpe} cannot be used with attn_impl='sdpa_folded': folding needs per-token "
             "features, while iRPE terms depend on each (query, key) bucket; "
-            "use sdpa_rel_pos='mask' or use_sdpa=False"
+            "use attn_impl='sdpa_mask' or 'explicit'"
         )
 
 
@@ -280,7 +307,7 @@ class Block(nn.Module):
         window_size (int): window side; 0 means global attention.
         use_residual_block (bool): append a :class:`ResBottleneckBlock` after the MLP.
         input_size (tuple[int, int]): token grid (for the rel-pos tables of global blocks).
-        use_sdpa, sdpa_rel_pos: see :class:`Attention`.
+        attn_impl (str): see :class:`Attention`.
         rpe (str, RPESpec or None): iRPE spec (see :class:`Attention`); its buckets are taken
             on each window's (window_size, window_size) grid (padded tokens included, unmasked
             as for the rel-pos bias) or, for global attention, on the input's (H, W).
@@ -300,9 +327,10 @@ class Block(nn.Module):
         window_size=0,
         use_residual_block=False,
         input_size=None,
-        use_sdpa=True,
-        sdpa_rel_pos="mask",
+        attn_impl="sdpa_mask",
         rpe=None,
+        use_sdpa=None,
+        sdpa_rel_pos=None,
     ):
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -313,8 +341,7 @@ class Block(nn.Module):
             use_rel_pos=use_rel_pos,
             rel_pos_zero_init=rel_pos_zero_init,
             input_size=input_size if window_size == 0 else (window_size, window_size),
-            use_sdpa=use_sdpa,
-            sdpa_rel_pos=sdpa_rel_pos,
+            attn_impl=resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos),
             rpe=rpe,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
@@ -376,9 +403,7 @@ class ViT(Backbone):
         pretrain_img_size (int): image size of pre-training (pos_embed grid).
         pretrain_use_cls_token (bool): pos_embed has a cls-token slot.
         out_feature (str): name of the output feature.
-        use_sdpa (bool): fused attention (see :class:`Attention`).
-        sdpa_rel_pos (str): "folded" or "mask" rel-pos bias in fused attention (see
-            :class:`Attention`).
+        attn_impl (str): "sdpa_mask", "sdpa_folded" or "explicit" (see :class:`Attention`).
         rpe (str, RPESpec or None): iRPE spec such as "rpe-2.0-product-ctx-1-k", or None; each
             block gets its own zero-initialised tables (``blocks.{i}.attn.rpe_{q,k,v}``; see
             :class:`Attention` and :class:`Block`).
@@ -407,11 +432,13 @@ class ViT(Backbone):
         pretrain_img_size=224,
         pretrain_use_cls_token=True,
         out_feature="last_feat",
-        use_sdpa=True,
-        sdpa_rel_pos="mask",
+        attn_impl="sdpa_mask",
         rpe=None,
+        use_sdpa=None,
+        sdpa_rel_pos=None,
     ):
         super().__init__()
+        attn_impl = resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos)
         self.pretrain_use_cls_token = pretrain_use_cls_token
         self.use_act_checkpoint = use_act_checkpoint
 
@@ -444,8 +471,7 @@ class ViT(Backbone):
                 window_size=window_size if i in window_block_indexes else 0,
                 use_residual_block=i in residual_block_indexes,
                 input_size=(img_size // patch_size, img_size // patch_size),
-                use_sdpa=use_sdpa,
-                sdpa_rel_pos=sdpa_rel_pos,
+                attn_impl=attn_impl,
                 rpe=rpe,
             )
             for i in range(depth)
@@ -481,21 +507,22 @@ class ViT(Backbone):
         return {self._out_features[0]: x.permute(0, 3, 1, 2)}
 
 
-def set_vit_attention_impl(model, use_sdpa, sdpa_rel_pos=None):
-    """Switch every ViT :class:`Attention` in ``model`` to fused (True) or explicit (False)
-    attention and, if given, set how fused attention adds the rel-pos bias ("folded"/"mask").
+def set_vit_attention_impl(model, attn_impl, sdpa_rel_pos=None):
+    """Switch every ViT :class:`Attention` in ``model`` to ``attn_impl`` (one of
+    :data:`ATTN_IMPLS`; the previous release's ``(use_sdpa: bool, sdpa_rel_pos)`` is accepted
+    with a deprecation warning).
 
-    Raises ValueError, changing nothing, if an attention with iRPE would become fused "folded".
+    Raises ValueError, changing nothing, if an attention with iRPE would become "sdpa_folded".
     """
-    if sdpa_rel_pos is not None:
-        _check_sdpa_rel_pos(sdpa_rel_pos)
+    if isinstance(attn_impl, bool):
+        attn_impl = resolve_attn_impl(use_sdpa=attn_impl, sdpa_rel_pos=sdpa_rel_pos or "mask")
+    else:
+        attn_impl = resolve_attn_impl(attn_impl, sdpa_rel_pos=sdpa_rel_pos)
     attns = [m for m in model.modules() if isinstance(m, Attention)]
     for m in attns:
-        _check_rpe_impl(m.rpe, use_sdpa, sdpa_rel_pos or m.sdpa_rel_pos)
+        _check_rpe_impl(m.rpe, attn_impl)
     for m in attns:
-        m.use_sdpa = use_sdpa
-        if sdpa_rel_pos is not None:
-            m.sdpa_rel_pos = sdpa_rel_pos
+        m.attn_impl = attn_impl
     return model
 
 

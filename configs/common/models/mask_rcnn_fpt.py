@@ -33,10 +33,11 @@ model.backbone = L(FPT)(
     grounding_similarity="euclidean",
     grounding_mode="global",
     grounding_window=3,
-    kv_pool=1,
+    kv_pool=[1, 1, 1, 1],  # per level p2..p5 (or one int for all)
     inner_channels=None,
     attention="sdpa",
     chunk_size=None,
     dropblock_prob=0.0,
     dropblock_size=3,
+    fusion_kernel_size=3,
 )

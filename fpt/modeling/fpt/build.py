@@ -48,6 +48,7 @@ def build_resnet_fpt_backbone(cfg, input_shape):
             chunk_size=c.CHUNK_SIZE or None,
             dropblock_prob=c.DROPBLOCK_PROB,
             dropblock_size=c.DROPBLOCK_SIZE,
+            fusion_kernel_size=c.FUSION_KERNEL_SIZE,
         )
     except (ValueError, AssertionError) as e:
         raise ValueError(f"MODEL.FPT: {e} (keys are the upper-case FPT arguments)") from None

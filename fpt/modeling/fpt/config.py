@@ -31,4 +31,5 @@ def add_fpt_config(cfg):
     cfg.MODEL.FPT.CHUNK_SIZE = 0  # queries per attention chunk; 0: the kernel's default
     cfg.MODEL.FPT.DROPBLOCK_PROB = 0.0  # 0: off
     cfg.MODEL.FPT.DROPBLOCK_SIZE = 3
+    cfg.MODEL.FPT.FUSION_KERNEL_SIZE = 3  # 1: a 1x1 fusion conv (the fast preset)
     return cfg

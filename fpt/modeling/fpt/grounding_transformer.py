@@ -1,5 +1,6 @@
 """Grounding Transformer (GT): a coarser level grounds a finer one, top-down (FPT, Sec. 3.3)."""
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -89,11 +90,18 @@ class GroundingTransformer(nn.Module):
         q = q.unflatten(2, (h, r)).unflatten(4, (wc, r)).permute(0, 2, 4, 3, 5, 1)
         q = q.reshape(batch * h * wc, r * r, -1)
         # each cell's window of keys/values, zero outside the map: (B * h * wc, w * w, C)
-        k, v = (
-            F.unfold(t, w, padding=w // 2).unflatten(1, (t.shape[1], w * w)).permute(0, 3, 2, 1)
-            for t in (k, v)
-        )
-        k, v = k.flatten(0, 1), v.flatten(0, 1)
-        out = self.attention.attend(q, k, v, pi.repeat_interleave(h * wc, dim=0))
+        k, v = (_windows(t, w) for t in (k, v))
+        # w * w keys per query: explicit softmaxes (the fused kernels would pad q/k to C columns)
+        impl = "naive" if self.attention.impl == "naive" else "chunked"
+        out = self.attention.attend(q, k, v, pi.repeat_interleave(h * wc, dim=0), impl)
         out = out.reshape(batch, h, wc, r, r, -1).permute(0, 5, 1, 3, 2, 4)
         return out.reshape(batch, -1, h * r, wc * r)[:, :, :height, :width]
+
+
+def _windows(t, w):
+    """(B, C, h, wc) -> (B * h * wc, w * w, C): the w x w window around every position, zero
+    outside the map, gathered from a channels-last copy (whole C-vectors at a time)."""
+    batch, channels, h, wc = t.shape
+    t = F.pad(t, [w // 2] * 4).permute(0, 2, 3, 1).contiguous()  # (B, h + w - 1, wc + w - 1, C)
+    t = torch.stack([t[:, a : a + h, b : b + wc] for a in range(w) for b in range(w)], dim=3)
+    return t.reshape(batch * h * wc, w * w, channels)

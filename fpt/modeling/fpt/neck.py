@@ -23,6 +23,8 @@ class FPT(Backbone):
         Conv3x3(concat[X_l, ST(X_l), GT(X_l <- X_m) for every coarser m,
                                      RT(X_l <- X_m) for every finer m])
 
+    (the fusion conv's kernel is ``fusion_kernel_size``, 3 as in the paper)
+
     with one Self-Transformer per level and one Grounding / Rendering Transformer per level
     pair (4 levels: 4 ST, 6 GT, 6 RT, 5 x 256 channels into each fusion conv); ``top_block``
     (e.g. detectron2's ``LastLevelMaxPool``: P6 = max-pool of P5, kernel 1, stride 2) extends
@@ -53,6 +55,7 @@ class FPT(Backbone):
         chunk_size=None,
         dropblock_prob=0.0,
         dropblock_size=3,
+        fusion_kernel_size=3,
     ):
         """
         Args:
@@ -79,6 +82,8 @@ class FPT(Backbone):
             dropblock_prob (float): DropBlock (``torchvision.ops.drop_block2d``) drop
                 probability on every output level during training (0: off).
             dropblock_size (int): DropBlock block size (odd; clipped to small maps).
+            fusion_kernel_size (int): kernel of the conv that fuses each level's concatenation
+                (paper: 3; 1 cuts the neck's largest cost, the 5 x 256 -> 256 conv at P2, ~9x).
         """
         super().__init__()
         shapes = pyramid.output_shape()
@@ -96,6 +101,8 @@ class FPT(Backbone):
         check_choice("grounding_similarity", grounding_similarity, SIMILARITIES)
         for mode in grounding_mode:
             check_choice("grounding_mode", mode, ("global", "local"))
+        if fusion_kernel_size < 1 or fusion_kernel_size % 2 == 0:
+            raise ValueError(f"fusion_kernel_size={fusion_kernel_size} must be a positive odd integer")
         if not 0.0 <= dropblock_prob < 1.0:
             raise ValueError(f"dropblock_prob={dropblock_prob} must be in [0, 1)")
         attention_args = dict(
@@ -141,8 +148,8 @@ class FPT(Backbone):
             conv = Conv2d(
                 num_inputs * in_channels,
                 out_channels,
-                3,
-                padding=1,
+                fusion_kernel_size,
+                padding=fusion_kernel_size // 2,
                 bias=not norm,
                 norm=get_norm(norm, out_channels),
             )
