@@ -32,11 +32,16 @@ Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the process's peak R
 ratios measured in one run. Writes ``results.json`` and ``speed_memory.png`` to --output.
 """
 
-import fpt  # noqa: F401  (must come first: compat layer)
+import os
+
+# idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning threads
+# made every measurement 1.2-1.6x slower and noisier (as in tests/conftest.py and demo/demo.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import fpt  # noqa: F401  (must come first of ours: compat layer)
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -144,9 +149,9 @@ class AttentionFlops:
         self._attend = MoSAttention.attend
 
     def __enter__(self):
-        def attend(module, q, k, v, pi, impl=None):
+        def attend(module, q, k, v, pi, *args, **kwargs):
             before = self.counter.get_total_flops()
-            out = self._attend(module, q, k, v, pi, impl)
+            out = self._attend(module, q, k, v, pi, *args, **kwargs)
             executed = self.counter.get_total_flops() - before
             (batch, queries, channels), keys, parts = q.shape, k.shape[1], pi.shape[1]
             extra = module.similarity == "euclidean"
@@ -385,7 +390,8 @@ def main(argv=None):
     print(
         f"\nMask R-CNN R-50 on {args.device} ({torch.get_num_threads()} threads); "
         f"mean of {args.iters} after the counted step and {args.warmup} warm-up; "
-        f"x FPN = time / FPN time; load = 1-min load average before-after the timed steps"
+        f"x FPN = time / FPN time; load = 1-min load average before-after the timed steps; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
     )
     print(
         "peak fp32 GFLOP/s (start; end): "

@@ -35,7 +35,7 @@ from detectron2.config import instantiate
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 
-from fpt.config_loading import load_config
+from fpt.config import load_config
 
 
 def synthetic_batch(batch, height, width):

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import fpt  # noqa: E402,F401  (first of ours: adapts detectron2 to this stack)
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from fpt.compat.checkpoint import allow_unsafe_load  # noqa: E402
-from fpt.config_loading import ConfigError, load_config  # noqa: E402
+from fpt.config import ConfigError, load_config  # noqa: E402
 from fpt.inference import (  # noqa: E402
     AsyncPredictor,
     ImageReadError,

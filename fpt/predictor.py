@@ -1,46 +1,29 @@
 """One predictor for every config we ship, LazyConfig or yacs.
 
 detectron2's ``DefaultPredictor`` only reads yacs configs (on a LazyConfig it fails with
-"Missing key DATASETS"). :class:`Predictor` reads both: it builds the model, loads its weights,
-and takes the test-time resize, the input channel order and the class names from the config,
-exactly as the config's test loader would.
+"Missing key DATASETS"). :class:`Predictor` reads both (through :class:`fpt.config.RunConfig`):
+it builds the model, loads its weights, and takes the test-time resize, the input channel order
+and the class names from the config, exactly as the config's test loader would.
 """
 
-import logging
 import os
 import pickle
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import MetadataCatalog
-from detectron2.data.catalog import Metadata
 
-from .config_loading import ConfigError, first_line, is_lazy_config
+from .config import ConfigError, RunConfig
+from .utils.device import pick_device
+from .utils.text import first_line
 
 __all__ = ["Predictor", "pick_device", "config_metadata"]
-
-logger = logging.getLogger(__name__)
 
 # attributes that hold a model's score threshold at test time (ROI heads, RetinaNet, FCOS,
 # PanopticFPN's instance/semantic combination)
 _SCORE_THRESHOLD_ATTRIBUTES = ("test_score_thresh", "combine_instances_score_thresh")
-
-
-def pick_device(requested=None, configured=None):
-    """The device to run on (training or inference): ``requested`` if given; else the config's
-    device when usable (a configured ``cuda`` where CUDA is missing becomes ``cpu``, logged);
-    else ``cuda`` when available, ``cpu`` otherwise."""
-    if requested:
-        return torch.device(requested)
-    if configured and (not str(configured).startswith("cuda") or torch.cuda.is_available()):
-        return torch.device(configured)
-    if configured:
-        logger.info(f"CUDA is not available: running on CPU instead of {configured}.")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Predictor:
@@ -68,7 +51,8 @@ class Predictor:
     def __init__(self, cfg, device=None, batch_size=1, score_threshold=None, image_format="BGR"):
         """
         Args:
-            cfg: a LazyConfig (``omegaconf.DictConfig``) or a yacs ``CfgNode``.
+            cfg: a LazyConfig (``omegaconf.DictConfig``), a yacs ``CfgNode``, or either as a
+                :class:`fpt.config.RunConfig` (kept as ``self.run``; ``self.cfg`` is the config).
             device (str or None): e.g. "cpu", "cuda:1". Default: the config's device when
                 available, else cuda when available, else cpu.
             batch_size (int): images per forward pass in :meth:`predict`.
@@ -81,61 +65,29 @@ class Predictor:
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.cfg = cfg
+        self.run = run = RunConfig.of(cfg)
+        self.cfg = run.cfg
         self.batch_size = batch_size
         self.image_format = image_format
         self.score_threshold = score_threshold
-        if is_lazy_config(cfg):
-            self.device = pick_device(device, OmegaConf.select(cfg, "train.device"))
-            self.model, weights, self.augmentations, self.metadata = self._from_lazy(cfg)
-            weights_key = "train.init_checkpoint"
-        else:
-            self.device = pick_device(device, cfg.MODEL.DEVICE)
-            self.model, weights, self.augmentations, self.metadata = self._from_yacs(cfg)
-            weights_key = "MODEL.WEIGHTS"
-        self.input_format = getattr(self.model, "input_format", None) or self._config_format(cfg)
+        self.device = pick_device(device, run.device)
+        try:
+            self.model = run.build_model(self.device)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError, AssertionError, AttributeError) as e:
+            raise ConfigError(
+                f"cannot build {run.model_key}: {type(e).__name__}: {first_line(e)}"
+            ) from None
+        self.augmentations = run.test_augmentations()
+        self.metadata = run.metadata
+        self.input_format = run.input_format(self.model)
         if self.input_format not in ("RGB", "BGR"):
             raise ConfigError(f"model input format must be RGB or BGR, got {self.input_format!r}")
         if score_threshold is not None:
             self._set_score_threshold(score_threshold)
         self.model.to(self.device).eval()
-        self.weights = self._load_weights(weights, weights_key)
-
-    # ---- building, from either kind of config ----
-    def _from_lazy(self, cfg):
-        from detectron2.config import instantiate
-
-        if "model" not in cfg:
-            raise ConfigError("LazyConfig has no 'model' to build")
-        try:
-            model = instantiate(cfg.model)
-        except (TypeError, ValueError, KeyError, AssertionError, AttributeError) as e:
-            raise ConfigError(f"cannot build cfg.model: {type(e).__name__}: {first_line(e)}")
-        augs = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None)
-        if augs is None:
-            logger.warning("config has no dataloader.test.mapper.augmentations: no test resize")
-        augmentations = T.AugmentationList([instantiate(a) for a in (augs or [])])
-        weights = OmegaConf.select(cfg, "train.init_checkpoint", default="")
-        return model, weights, augmentations, config_metadata(cfg)
-
-    def _from_yacs(self, cfg):
-        from detectron2.modeling import build_model
-
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.DEVICE = str(self.device)
-        model = build_model(cfg)
-        resize = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
-        augmentations = T.AugmentationList([resize] if cfg.INPUT.MIN_SIZE_TEST > 0 else [])
-        return model, cfg.MODEL.WEIGHTS, augmentations, config_metadata(cfg)
-
-    @staticmethod
-    def _config_format(cfg):
-        if is_lazy_config(cfg):
-            return OmegaConf.select(cfg, "dataloader.test.mapper.image_format", default="BGR")
-        return cfg.INPUT.FORMAT
+        self.weights = self._load_weights(run.weights, run.weights_key)
 
     def _set_score_threshold(self, threshold):
         for module in self.model.modules():
@@ -229,12 +181,4 @@ def _to_cpu(value):
 def config_metadata(cfg):
     """The metadata (class names, colors, category ids) of a config's test dataset:
     ``dataloader.test.dataset.names`` (LazyConfig) or ``DATASETS.TEST`` (yacs), first entry."""
-    if is_lazy_config(cfg):
-        names = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
-    else:
-        names = cfg.DATASETS.TEST
-    if isinstance(names, (list, tuple)) or OmegaConf.is_list(names):
-        names = names[0] if len(names) else None
-    if not names:
-        return Metadata(name="unknown")
-    return MetadataCatalog.get(names)
+    return RunConfig.of(cfg).metadata

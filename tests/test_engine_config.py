@@ -1,12 +1,12 @@
 """Override validation and train defaults (fpt.config_loading), world-size scaling
-(fpt.engine.config)."""
+(fpt.config.lazy_run)."""
 
 import os
 
 import pytest
 
 from fpt.config_loading import TRAIN_DEFAULTS, ConfigError, check_overrides, load_config
-from fpt.engine.config import scale_to_world_size
+from fpt.config.lazy_run import scale_to_world_size
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_tiny.py")

@@ -20,8 +20,9 @@ from fpt.config_loading import load_config
 from fpt.engine import DistributedError, Trainer, launch, run
 from fpt.engine.launch import WorkerError, distributed_backend, find_free_port
 from fpt.engine.rng import get_rng_state, set_rng_state
-from fpt.engine.setup import cudnn_benchmark
-from fpt.engine.trainer import training_device, weights_digest
+from fpt.config import RunConfig
+from fpt.engine.trainer import weights_digest
+from fpt.utils.device import training_device
 
 launch_module = importlib.import_module("fpt.engine.launch")  # fpt.engine.launch: the function
 
@@ -320,6 +321,9 @@ def test_yacs_model_falls_back_to_cpu_like_lazy_configs(monkeypatch, tmp_path):
 # ---- 6o: cudnn.benchmark is a setting ------------------------------------------------------------
 def test_cudnn_benchmark_setting(tmp_path):
     from detectron2.config import get_cfg
+
+    def cudnn_benchmark(cfg):
+        return RunConfig(cfg).cudnn_benchmark
 
     assert cudnn_benchmark(load_config(SHAPES)) is False  # images of any size
     assert cudnn_benchmark(load_config(VITDET)) is True  # LSJ: padded to 1024 x 1024

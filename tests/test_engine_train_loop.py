@@ -1,5 +1,5 @@
-"""AMPTrainer (accumulation, clipping, AMP, NaN stop), EMA, atomic checkpoints, resumable
-sampler, CPU-safe SyncBN (fpt.engine)."""
+"""AccumulatingAMPTrainer (accumulation, clipping, AMP, NaN stop; its previous name), EMA, atomic
+checkpoints, resumable sampler, CPU-safe SyncBN (fpt.engine)."""
 
 import itertools
 import os
@@ -15,7 +15,7 @@ from fpt.engine.checkpoint import AtomicCheckpointer, atomic_write
 from fpt.engine.ddp import cpu_safe_sync_batchnorm
 from fpt.engine.hooks import EMAHook
 from fpt.engine.sampler import ResumableTrainingSampler
-from fpt.engine.train_loop import AMPTrainer, NonFiniteLossError, clip_gradients
+from fpt.engine.train_loop import AccumulatingAMPTrainer, NonFiniteLossError, clip_gradients
 
 
 class Regression(torch.nn.Module):
@@ -43,11 +43,29 @@ def _batches(n, size, seed=0):
 
 def _step(model, loader, **kwargs):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = AMPTrainer(model, loader, opt, **kwargs)
+    trainer = AccumulatingAMPTrainer(model, loader, opt, **kwargs)
     with EventStorage(0):
         trainer.iter = 0
         trainer.run_step()
     return model
+
+
+def test_previous_name_still_imports_with_a_future_warning():
+    import subprocess
+    import sys
+
+    import fpt.engine
+    import fpt.engine.train_loop
+    from detectron2.engine import AMPTrainer as D2AMPTrainer
+
+    for module in (fpt.engine, fpt.engine.train_loop):
+        with pytest.warns(FutureWarning, match="renamed AccumulatingAMPTrainer"):
+            assert module.AMPTrainer is AccumulatingAMPTrainer
+    assert "AMPTrainer" not in fpt.engine.__all__
+    assert AccumulatingAMPTrainer is not D2AMPTrainer
+    # importing fpt and its engine warns of nothing (the old name only warns when used)
+    code = "import fpt, fpt.engine, fpt.predictor, fpt.inference"
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
 
 
 def test_gradient_accumulation_equals_one_big_batch():

@@ -140,6 +140,28 @@ def test_coco_configs(name, depth, masks, iters):
     assert backbone.rendering_transformer
 
 
+def test_fast_preset_is_the_1x_model_with_three_choices():
+    fast, full = (_load(f"COCO/FPT/mask_rcnn_R_50_FPT{s}_1x.py") for s in ("_fast", ""))
+    choices = dict(grounding_mode="local", kv_pool=[8, 4, 2, 1], fusion_kernel_size=1)
+    assert {k: fast.model.backbone[k] for k in choices} == choices
+    full.model.backbone.update(choices)
+    assert LazyConfig.to_py(full.model) == LazyConfig.to_py(fast.model)
+    assert fast.train.max_iter == full.train.max_iter
+    neck = instantiate(fast.model.backbone)
+    assert {gt.mode for gt in neck.grounding_transformers.values()} == {"local"}
+    assert [st.attention.kv_pool for st in neck.self_transformers.values()] == [8, 4, 2, 1]
+
+
+def test_per_level_overrides_of_the_common_model():
+    """kv_pool is a per-level list in the config, so the README's override type-checks."""
+    from fpt.config_loading import check_overrides, load_config
+
+    path = os.path.join(CONFIGS, "Shapes/fpt_mask_rcnn_tiny.py")
+    overrides = ["model.backbone.kv_pool=[4,2,1,1]", "model.backbone.grounding_mode=local"]
+    check_overrides(_load("Shapes/fpt_mask_rcnn_tiny.py"), overrides)
+    assert load_config(path, overrides).model.backbone.kv_pool == [4, 2, 1, 1]
+
+
 def test_bfp_baseline_is_fpt_without_transformers():
     model = instantiate(_load("COCO/FPT/mask_rcnn_R_50_BFP_1x.py").model)
     neck = model.backbone

@@ -117,6 +117,7 @@ ABLATIONS = {
     "bn_dropblock": dict(norm="BN", dropblock_prob=0.2, dropblock_size=3),
     "syncbn": dict(norm="SyncBN"),
     "gn": dict(norm="GN", channels=32),
+    "fast": dict(grounding_mode="local", kv_pool=[8, 4, 2, 1], fusion_kernel_size=1),
 }
 
 
@@ -158,6 +159,8 @@ def test_ablation_switch_builds_and_every_parameter_gets_a_gradient(name):
             == {"BN": "BatchNorm2d", "SyncBN": "SyncBatchNorm", "GN": "GroupNorm"}[kwargs["norm"]]
         )
     assert neck.dropblock_prob == kwargs.get("dropblock_prob", 0.0)
+    kernel = kwargs.get("fusion_kernel_size", 3)
+    assert {conv.kernel_size for conv in neck.fusion_convs.values()} == {(kernel, kernel)}
 
 
 def test_dropblock_only_in_training():
@@ -183,11 +186,13 @@ def test_yacs_builder(base):
     cfg.MODEL.FPT.BASE = base
     cfg.MODEL.FPT.GROUNDING_MODE = "local"
     cfg.MODEL.FPT.KV_POOL = [2, 1, 1, 1]
+    cfg.MODEL.FPT.FUSION_KERNEL_SIZE = 1
     backbone = build_backbone(cfg)
     assert isinstance(backbone, FPT)
     assert isinstance(backbone.pyramid, {"BFP": BottomUpPyramid, "FPN": FPN}[base])
     assert backbone.grounding_transformers["p5_to_p2"].mode == "local"
     assert backbone.self_transformers["p2"].attention.kv_pool == 2
+    assert backbone.fusion_convs["p2"].kernel_size == (1, 1)
     with torch.no_grad():
         out = backbone(torch.randn(1, 3, 64, 96))
     assert {k: tuple(v.shape[1:]) for k, v in out.items()} == {
@@ -217,6 +222,18 @@ def test_yacs_bad_values_name_the_key(key, value, message):
     cfg.MODEL.FPT[key] = value
     with pytest.raises(ValueError, match=f"MODEL.FPT: .*{message}"):
         build_backbone(cfg)
+
+
+def test_fusion_kernel_size():
+    """fusion_kernel_size=1: a 1x1 fusion conv (here over X_l alone: no transformers)."""
+    switches = dict(self_transformer=False, grounding_transformer=False)
+    neck = FPT(_GivenPyramid(), rendering_transformer=False, fusion_kernel_size=1, **switches)
+    levels = _levels()
+    conv = neck.fusion_convs["p3"]
+    assert conv.kernel_size == (1, 1)
+    torch.testing.assert_close(neck(levels)["p3"], F.conv2d(levels["p3"], conv.weight, conv.bias))
+    with pytest.raises(ValueError, match="fusion_kernel_size=2"):
+        FPT(_GivenPyramid(), fusion_kernel_size=2)
 
 
 def test_yacs_without_fpt_node():

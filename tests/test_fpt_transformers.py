@@ -102,10 +102,11 @@ def test_grounding_transformer_global(similarity, impl):
         ((6, 6), (3, 3), 2, 7),
     ],
 )
-def test_grounding_transformer_local(fine_size, coarse_size, ratio, window):
+@pytest.mark.parametrize("impl", ["sdpa", "naive"])  # local GT: "sdpa" runs the chunked kernel
+def test_grounding_transformer_local(fine_size, coarse_size, ratio, window, impl):
     """Each fine (i, j) attends to the window x window coarse square centred at
     (i // ratio, j // ratio); positions outside the coarse map are zero keys and values."""
-    gt = GroundingTransformer(C, mode="local", window=window, ratio=ratio)
+    gt = GroundingTransformer(C, mode="local", window=window, ratio=ratio, impl=impl)
     fine, coarse = _map(2, C, *fine_size), _map(2, C, *coarse_size, seed=1)
     r = window // 2
 

@@ -1,4 +1,4 @@
-"""Stand-ins for ``fpt.inference.video._worker`` (``AsyncPredictor.worker_main``) that start in
+"""Stand-ins for ``fpt.inference.workers._worker`` (``AsyncPredictor.worker_main``) that start in
 a blink: they import nothing heavy, so spawned worker processes are up at once."""
 
 import os

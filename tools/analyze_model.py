@@ -16,10 +16,7 @@ import argparse
 import logging
 import sys
 
-from detectron2.config import instantiate
-from detectron2.modeling import build_model
-
-from fpt.config_loading import ConfigError, is_lazy_config, load_config
+from fpt.config import ConfigError, RunConfig, load_config
 from fpt.utils.analysis import analyze_model, format_complexity_table
 
 
@@ -29,12 +26,7 @@ def build_from_config(path, opts):
         cfg = load_config(path, opts)
     except ConfigError as e:
         raise SystemExit(f"analyze_model.py: error: {e}")
-    if is_lazy_config(cfg):
-        return instantiate(cfg.model)
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.DEVICE = "cpu"
-    return build_model(cfg)
+    return RunConfig(cfg).build_model("cpu")
 
 
 def main(argv=None):

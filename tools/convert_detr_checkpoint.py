@@ -27,7 +27,7 @@ from detectron2.config import instantiate
 from fpt.checkpoint import summarize_keys
 from fpt.checkpoint.detr_weights import NotADetrCheckpoint, convert_detr_state_dict, infer_rpe_spec
 from fpt.compat.checkpoint import UnsafeCheckpointError, allow_unsafe_load, load_trusted
-from fpt.config_loading import ConfigError, load_config
+from fpt.config import ConfigError, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs/COCO/DETR/detr_r50_500ep.py")

@@ -19,7 +19,7 @@ import torch
 from detectron2.config import instantiate
 
 from fpt.checkpoint import convert_to_model_state_dict, read_checkpoint, summarize_keys
-from fpt.config_loading import ConfigError, load_config
+from fpt.config import ConfigError, load_config
 
 DEFAULT_CONFIG = "configs/COCO/ViTDet/mask_rcnn_vitdet_b_100ep.py"
 

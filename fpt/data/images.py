@@ -8,7 +8,7 @@ converted; EXIF orientation is applied. Unreadable or truncated files raise
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..config_loading import first_line
+from ..utils.text import first_line
 
 __all__ = ["ImageReadError", "read_image", "to_uint8_rgb"]
 

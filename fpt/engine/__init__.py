@@ -3,19 +3,20 @@
 
 from .args import default_argument_parser
 from .checkpoint import AtomicCheckpointer
-from ..config_loading import ConfigError, check_overrides, load_config
+from ..config import ConfigError, RunConfig, check_overrides, load_config
 from .ddp import create_ddp_model
 from .launch import DistributedError, WorkerError, launch
 from .main import main, run
-from .train_loop import AMPTrainer, NonFiniteLossError
+from .train_loop import AccumulatingAMPTrainer, NonFiniteLossError, renamed_amp_trainer
 from .trainer import Trainer
 
 __all__ = [
-    "AMPTrainer",
+    "AccumulatingAMPTrainer",
     "AtomicCheckpointer",
     "ConfigError",
     "DistributedError",
     "NonFiniteLossError",
+    "RunConfig",
     "Trainer",
     "WorkerError",
     "check_overrides",
@@ -26,3 +27,9 @@ __all__ = [
     "main",
     "run",
 ]
+
+
+def __getattr__(name):  # AMPTrainer: AccumulatingAMPTrainer's previous name, for one release
+    if name == "AMPTrainer":
+        return renamed_amp_trainer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

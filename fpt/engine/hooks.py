@@ -10,7 +10,7 @@ import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["EMAHook", "PlotHook", "RankStateHook"]
+__all__ = ["EMAHook", "PlotHook", "RankStateHook", "own_rank_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,3 +101,21 @@ class PlotHook(HookBase):
         if os.path.isfile(metrics):
             path = plot_metrics(metrics, os.path.join(self.output_dir, "metrics.png"))
             logger.info(f"Loss and AP curves: {path}")
+
+
+def own_rank_state(state_dict):
+    """This rank's entry of a checkpoint's per-rank resume states (what :class:`RankStateHook`
+    gathered; None when it has none for this world size). Checkpoints of older versions held one
+    RNG state, for one process."""
+    ranks = state_dict.get("ranks")
+    if ranks is not None and len(ranks) == comm.get_world_size():
+        return ranks[comm.get_rank()]
+    if ranks is not None:
+        logger.info(
+            f"The checkpoint was written by {len(ranks)} processes, not "
+            f"{comm.get_world_size()}: random number generators are not restored."
+        )
+        return None
+    if "rng" in state_dict and comm.get_world_size() == 1:
+        return {"rng": state_dict["rng"]}
+    return None

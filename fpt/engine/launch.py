@@ -34,7 +34,7 @@ import torch.multiprocessing as mp
 
 from detectron2.utils import comm
 
-from ..config_loading import first_line
+from ..utils.text import first_line
 
 __all__ = [
     "launch",

@@ -5,13 +5,11 @@ import os
 import sys
 from datetime import timedelta
 
-from omegaconf import DictConfig
-
 from detectron2.utils import comm
 
 from fpt.checkpoint import CheckpointError
 from fpt.compat.checkpoint import UnsafeCheckpointError, allow_unsafe_load
-from fpt.config_loading import ConfigError, load_config
+from fpt.config import ConfigError, RunConfig, load_config
 from fpt.data import DatasetError, ImageReadError, check_registered, register_coco
 from fpt.evaluation import visualize_predictions
 
@@ -21,7 +19,7 @@ from .ddp import create_ddp_model
 from .launch import DistributedError, launch
 from .setup import default_setup
 from .train_loop import NonFiniteLossError
-from .trainer import Trainer, configured_device, train_settings
+from .trainer import Trainer
 
 __all__ = ["main", "run", "register_datasets"]
 
@@ -44,53 +42,36 @@ def register_datasets(cfg, args):
     (``datasets = [dict(name=..., json_file=..., image_root=...)]``, LazyConfig only)."""
     for name, json_file, image_root in getattr(args, "register_coco", []) or []:
         register_coco(name, json_file, image_root)
-    if isinstance(cfg, DictConfig) and "datasets" in cfg:
-        for entry in cfg.datasets:
-            register_coco(entry.name, entry.json_file, entry.image_root)
-
-
-def _dataset_names(cfg):
-    if isinstance(cfg, DictConfig):
-        names = []
-        for split in ("train", "test"):
-            node = cfg.dataloader.get(split, {}).get("dataset", {})
-            value = node.get("names") if hasattr(node, "get") else None
-            if value is not None:
-                names += [value] if isinstance(value, str) else list(value)
-        return names
-    return list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    for name, json_file, image_root in RunConfig.of(cfg).datasets_to_register:
+        register_coco(name, json_file, image_root)
 
 
 def main(args):
     """One worker: set up, then evaluate (``--eval-only``) or train. Returns the results."""
-    cfg = load_config(args.config_file, args.opts)
-    register_datasets(cfg, args)
-    check_registered(_dataset_names(cfg))
-    s = train_settings(cfg)
-    default_setup(cfg, args, s.output_dir, s.seed)
+    config = RunConfig(load_config(args.config_file, args.opts))
+    register_datasets(config, args)
+    check_registered(config.dataset_names)
+    s = config.train_settings()
+    default_setup(config, args, s.output_dir, s.seed)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
+        model = Trainer.build_model(config)
         AtomicCheckpointer(model, s.output_dir).resume_or_load(
             s.init_checkpoint, resume=args.resume
         )
-        results = Trainer.test(cfg, create_ddp_model(model))
+        results = Trainer.test(config, create_ddp_model(model))
     else:
-        trainer = Trainer(cfg)
+        trainer = Trainer(config)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
         model = trainer.model
         if trainer.ema is not None:  # draw with the weights that were evaluated
             trainer.ema.model.load_state_dict(trainer.ema.model_state_dict())
     model = model.module if hasattr(model, "module") else model
-    num_images = (
-        args.visualize
-        if args.visualize is not None
-        else (cfg.train.visualize.num_images if isinstance(cfg, DictConfig) else 0)
-    )
+    num_images, thresh = config.visualize
+    num_images = args.visualize if args.visualize is not None else num_images
     if num_images and comm.is_main_process():
-        test_names = _dataset_names(cfg)[-1:]
+        test_names = config.dataset_names[-1:]
         out = os.path.join(s.output_dir, "visualizations")
-        thresh = cfg.train.visualize.score_thresh if isinstance(cfg, DictConfig) else 0.5
         files = visualize_predictions(model, test_names[0], out, num_images, thresh)
         logger.info(f"Predictions on {len(files) - 1} {test_names[0]} images: {files[-1]}")
     return results
@@ -103,9 +84,9 @@ def run(argv=None):
         allow_unsafe_load()  # inherited by the worker processes
     try:
         # fail fast, in the parent process: config, overrides and dataset names/paths
-        cfg = load_config(args.config_file, args.opts)
-        register_datasets(cfg, args)
-        check_registered(_dataset_names(cfg))
+        config = RunConfig(load_config(args.config_file, args.opts))
+        register_datasets(config, args)
+        check_registered(config.dataset_names)
         launch(
             main,
             args.num_gpus,
@@ -114,7 +95,7 @@ def run(argv=None):
             dist_url=args.dist_url,
             args=(args,),
             timeout=timedelta(seconds=args.dist_timeout),
-            device=configured_device(cfg),
+            device=config.device,
         )
     except USER_ERRORS as e:
         message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__

@@ -1,12 +1,18 @@
 """One training iteration: mixed precision, gradient accumulation and clipping, NaN/inf stop.
 
 detectron2's ``AMPTrainer`` asserts CUDA and uses the deprecated ``torch.cuda.amp`` API; it has
-no gradient accumulation or clipping. :class:`AMPTrainer` is a ``SimpleTrainer`` that does all of it
-with ``torch.amp``: fp16 + ``GradScaler`` on CUDA, bf16 autocast (no scaler needed) on CPU.
+no gradient accumulation or clipping. :class:`AccumulatingAMPTrainer` is a ``SimpleTrainer`` that
+does all of it with ``torch.amp``: fp16 + ``GradScaler`` on CUDA, bf16 autocast (no scaler needed)
+on CPU.
+
+``AMPTrainer``, its name until this release, collided with detectron2's class of other behaviour:
+it is still importable from here and from :mod:`fpt.engine` for one release, with a
+``FutureWarning`` when used.
 """
 
 import contextlib
 import time
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -15,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detectron2.engine import SimpleTrainer, TrainerBase
 from detectron2.utils import comm
 
-__all__ = ["AMPTrainer", "NonFiniteLossError", "clip_gradients"]
+__all__ = ["AccumulatingAMPTrainer", "NonFiniteLossError", "clip_gradients"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,7 +42,7 @@ def clip_gradients(parameters, clip_type="norm", clip_value=1.0, norm_type=2.0):
     raise ValueError(f"train.clip_gradients.clip_type must be 'norm' or 'value', got {clip_type!r}")
 
 
-class AMPTrainer(SimpleTrainer):
+class AccumulatingAMPTrainer(SimpleTrainer):
     """``SimpleTrainer`` with AMP, ``iter_size`` gradient accumulation and gradient clipping.
 
     Each iteration takes ``iter_size`` batches from the loader, back-propagates ``loss /
@@ -119,7 +125,7 @@ class AMPTrainer(SimpleTrainer):
             )
 
     def run_step(self):
-        assert self.model.training, "[AMPTrainer] model was changed to eval mode!"
+        assert self.model.training, "[AccumulatingAMPTrainer] model was changed to eval mode!"
         self.optimizer.zero_grad()
         data_time, totals = 0.0, {}
         for micro in range(self.iter_size):
@@ -161,3 +167,21 @@ class AMPTrainer(SimpleTrainer):
         super().load_state_dict(state_dict)
         if self.grad_scaler and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+def renamed_amp_trainer():
+    """:class:`AccumulatingAMPTrainer`, asked for by its previous name ``AMPTrainer`` (a
+    ``FutureWarning`` pointing at the caller's line; the name goes in the next release)."""
+    warnings.warn(
+        "fpt.engine.AMPTrainer is renamed AccumulatingAMPTrainer (detectron2's AMPTrainer is "
+        "another class); the old name goes in the next release",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return AccumulatingAMPTrainer
+
+
+def __getattr__(name):  # the previous name, for one release
+    if name == "AMPTrainer":
+        return renamed_amp_trainer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,6 @@ import logging
 from omegaconf import OmegaConf
 
 from ..config_loading import is_lazy_config
-from ..evaluation import evaluate
 from ..predictor import Predictor
 from .runner import ExportedModel
 
@@ -89,6 +88,8 @@ def evaluate_exported(cfg, exported, device=None, max_images=None, eager=True):
         ``{"bbox": {"AP": ...}, "segm": {...}}``).
     """
     from detectron2.data import build_detection_test_loader
+
+    from ..evaluation import evaluate
 
     dataset, mapper, make_evaluator = _test_set(cfg, max_images)
     loader = build_detection_test_loader(dataset=dataset, mapper=mapper, num_workers=0)

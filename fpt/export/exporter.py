@@ -179,7 +179,8 @@ def export_model(
         info["verification"] = _verify(predictor, staging, images, family, format, method)
         _write_info(staging, info)
         final = {}
-        for name in (MODEL_FILES[format], INFO_FILE):
+        # the model, export.json and any ONNX external-data files (models over 2 GB)
+        for name in sorted(os.listdir(staging), key=lambda n: n == INFO_FILE):
             final[name] = os.path.join(output_dir, name)
             os.replace(os.path.join(staging, name), final[name])
         for name in set(MODEL_FILES.values()) - {MODEL_FILES[format]}:

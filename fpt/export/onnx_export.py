@@ -13,8 +13,9 @@ ONNX shape inference cannot follow; the exporter then falls back to the traced (
 and later ``Shape``-derived values (e.g. a ``new_ones``) are folded into constants of the
 sample's size, so the graph fails at any other size (FPT's Mixture-of-Softmaxes attention).
 :func:`_unflatten` writes the same reshape with static slice bounds (``Shape(start, end)``),
-which shape inference follows. And a ``split`` of a dimension of unknown size into one chunk is
-written as a ``Split`` of the split size (:func:`_split`).
+which shape inference follows. And the exporter writes a ``split`` into one chunk of a dimension
+of unknown size as a ``Split`` of the split size, which fails on a smaller dimension (FPT's local
+grounding splits 4 queries into chunks of 1024); :func:`_split` writes the identity.
 """
 
 import contextlib

@@ -7,16 +7,11 @@ used by ``demo/demo.py``.
 from .coco_json import CocoResultsWriter, assign_image_ids
 from ..data.images import ImageReadError, read_image
 from .images import expand_inputs
+from .pipeline import run_pipeline
 from .runner import display_available, run_on_images, run_on_video
-from .video import (
-    AsyncPredictor,
-    PredictorWorkerError,
-    VideoError,
-    VideoSource,
-    default_devices,
-    run_pipeline,
-)
+from .video import VideoError, VideoSource
 from .visualize import Drawer
+from .workers import AsyncPredictor, PredictorWorkerError, default_devices
 
 __all__ = [
     "AsyncPredictor",

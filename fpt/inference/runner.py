@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from ..data.images import ImageReadError, read_image
 from .coco_json import CocoResultsWriter, assign_image_ids
-from .video import VideoError, VideoSource, run_pipeline
+from .pipeline import run_pipeline
+from .video import VideoError, VideoSource
 from .visualize import Drawer
 
 __all__ = ["ImageSink", "run_on_images", "run_on_video", "display_available"]

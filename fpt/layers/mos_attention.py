@@ -112,7 +112,7 @@ def mos_attention(q, k, v, pi, similarity="dot", scale=None, impl="sdpa", chunk_
             ]
         else:
             outputs = [_mixed_chunk(c, k, v, pi, scale) for c in chunks]
-        return torch.cat(outputs, dim=1)
+        return _cat(outputs)
     # one fused attention per part, q/k and v zero-padded (zeros change no dot product) to the
     # widths the fused kernels take (see sdpa_widths)
     value_dim = v.shape[-1]
@@ -126,7 +126,12 @@ def mos_attention(q, k, v, pi, similarity="dot", scale=None, impl="sdpa", chunk_
     for q_chunk in q.split(chunk_size, dim=2) if chunk_size else (q,):
         attn = F.scaled_dot_product_attention(q_chunk, k, v, scale=scale)
         outputs.append(_mix(pi, attn).to(out_dtype))
-    return torch.cat(outputs, dim=1)[..., :value_dim]
+    return _cat(outputs)[..., :value_dim]
+
+
+def _cat(outputs):
+    """The chunks' outputs joined along the queries (no copy for one chunk)."""
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)

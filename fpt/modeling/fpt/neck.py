@@ -102,7 +102,9 @@ class FPT(Backbone):
         for mode in grounding_mode:
             check_choice("grounding_mode", mode, ("global", "local"))
         if fusion_kernel_size < 1 or fusion_kernel_size % 2 == 0:
-            raise ValueError(f"fusion_kernel_size={fusion_kernel_size} must be a positive odd integer")
+            raise ValueError(
+                f"fusion_kernel_size={fusion_kernel_size} must be a positive odd integer"
+            )
         if not 0.0 <= dropblock_prob < 1.0:
             raise ValueError(f"dropblock_prob={dropblock_prob} must be in [0, 1)")
         attention_args = dict(

@@ -1,0 +1,202 @@
+"""The :class:`~fpt.config.run.RunConfig` of a LazyConfig (``.py``, or ``.yaml`` saved by
+``LazyConfig.save``): its ``train``, ``model``, ``optimizer``, ``lr_multiplier`` and
+``dataloader`` nodes, as in detectron2's ``tools/lazyconfig_train_net.py``."""
+
+import logging
+
+from omegaconf import OmegaConf
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyConfig, instantiate
+from detectron2.config.instantiate import locate
+
+from ..data import check_image_files
+from .errors import ConfigError
+from .run import RunConfig
+
+__all__ = ["LazyRunConfig", "fixed_input_size", "scale_to_world_size"]
+
+logger = logging.getLogger(__name__)
+
+
+class LazyRunConfig(RunConfig):
+    kind = "LazyConfig"
+    model_key = "cfg.model"
+    weights_key = "train.init_checkpoint"
+
+    def _select(self, key, default=None):
+        return OmegaConf.select(self.cfg, key, default=default)
+
+    @property
+    def device(self):
+        return self._select("train.device")
+
+    @property
+    def weights(self):
+        return self._select("train.init_checkpoint", default="")
+
+    @property
+    def output_dir(self):
+        return self.cfg.train.output_dir
+
+    def _dataset_names(self, split):
+        node = self._select(f"dataloader.{split}.dataset")
+        value = node.get("names") if hasattr(node, "get") else None
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else list(value)
+
+    @property
+    def train_dataset_names(self):
+        return self._dataset_names("train")
+
+    @property
+    def test_dataset_names(self):
+        return self._dataset_names("test")
+
+    @property
+    def datasets_to_register(self):
+        """``datasets = [dict(name=..., json_file=..., image_root=...)]``: COCO jsons."""
+        entries = self.cfg.datasets if "datasets" in self.cfg else []
+        return [(e.name, e.json_file, e.image_root) for e in entries]
+
+    @property
+    def config_input_format(self):
+        return self._select("dataloader.test.mapper.image_format", default="BGR")
+
+    @property
+    def visualize(self):
+        return self.cfg.train.visualize.num_images, self.cfg.train.visualize.score_thresh
+
+    @property
+    def cudnn_benchmark(self):
+        """``train.cudnn_benchmark``; its default, None, means "when every batch has the same
+        input size" (:func:`fixed_input_size`, e.g. the LSJ configs)."""
+        value = self.cfg.train.get("cudnn_benchmark")
+        return fixed_input_size(self.cfg) if value is None else bool(value)
+
+    @property
+    def total_batch_size(self):
+        return self.cfg.dataloader.train.total_batch_size
+
+    @property
+    def evaluation_sets(self):
+        return [(None, str(self.cfg.dataloader.test.dataset.get("names", "test")))]
+
+    def _train_fields(self):
+        t = self.cfg.train
+        clip = t.clip_gradients
+        return dict(
+            output_dir=t.output_dir,
+            init_checkpoint=t.init_checkpoint,
+            max_iter=t.max_iter,
+            checkpoint_period=t.checkpointer.period,
+            max_to_keep=t.checkpointer.get("max_to_keep", 100),
+            eval_period=t.eval_period,
+            log_period=t.log_period,
+            amp=t.amp.enabled,
+            iter_size=t.iter_size,
+            clip=(
+                dict(clip_type=clip.clip_type, clip_value=clip.clip_value, norm_type=clip.norm_type)
+                if clip.enabled
+                else None
+            ),
+            ema=t.ema.decay if t.ema.enabled else None,
+            best_metric=t.best_checkpoint.metric,
+            best_mode=t.best_checkpoint.mode,
+            ddp=dict(t.ddp),
+            plot=t.plot,
+            seed=t.seed,
+        )
+
+    def scaled_to_world_size(self, world_size):
+        scale_to_world_size(self.cfg, world_size)
+        return self
+
+    def test_augmentations(self):
+        augs = self._select("dataloader.test.mapper.augmentations")
+        if augs is None:
+            logger.warning("config has no dataloader.test.mapper.augmentations: no test resize")
+        return T.AugmentationList([instantiate(a) for a in (augs or [])])
+
+    def build_model(self, device=None):
+        if "model" not in self.cfg:
+            raise ConfigError("LazyConfig has no 'model' to build")
+        model = instantiate(self.cfg.model)
+        return model if device is None else model.to(device)
+
+    def build_optimizer(self, model):
+        self.cfg.optimizer.params.model = model
+        return instantiate(self.cfg.optimizer)
+
+    def build_lr_scheduler(self, optimizer):
+        return instantiate(self.cfg.lr_multiplier)  # a ParamScheduler, on the fraction of training
+
+    def build_train_loader(self, make_sampler):
+        node = self.cfg.dataloader.train
+        if "sampler" in node:  # the config's own sampler
+            return instantiate(node), None
+        args = {k: instantiate(v) for k, v in node.items() if k != "_target_"}
+        check_image_files(args["dataset"], "training set")
+        sampler = make_sampler(len(args["dataset"]))
+        target = locate(node._target_) if isinstance(node._target_, str) else node._target_
+        return target(**args, sampler=sampler), sampler
+
+    def build_test_loader(self, dataset_name=None):
+        return instantiate(self.cfg.dataloader.test)
+
+    def build_evaluator(self, dataset_name=None, output_dir=None):
+        node = self.cfg.dataloader.evaluator
+        if output_dir and "output_dir" not in node:
+            node = node.copy()
+            node.output_dir = output_dir
+        return instantiate(node)
+
+    def save(self, path):
+        LazyConfig.save(self.cfg, path)
+
+
+def scale_to_world_size(cfg, world_size):
+    """LazyConfig version of ``DefaultTrainer.auto_scale_workers`` (in place; returns cfg).
+
+    With ``train.reference_world_size = R > 0`` and ``W`` processes: total batch x W/R,
+    ``optimizer.lr`` x W/R, ``max_iter``, ``eval_period`` and ``checkpointer.period`` x R/W.
+    The LR multiplier is defined on the fraction of training, so it needs no change.
+    """
+    ref = cfg.train.reference_world_size
+    if not ref or ref == world_size:
+        return cfg
+    batch = cfg.dataloader.train.total_batch_size
+    if batch % ref:
+        raise ConfigError(
+            f"dataloader.train.total_batch_size={batch} is not divisible by "
+            f"train.reference_world_size={ref}"
+        )
+    scale = world_size / ref
+    cfg.dataloader.train.total_batch_size = int(round(batch * scale))
+    cfg.optimizer.lr = cfg.optimizer.lr * scale
+    cfg.train.max_iter = int(round(cfg.train.max_iter / scale))
+    cfg.train.eval_period = int(round(cfg.train.eval_period / scale))
+    cfg.train.checkpointer.period = int(round(cfg.train.checkpointer.period / scale))
+    cfg.train.reference_world_size = world_size
+    logger.info(
+        f"Auto-scaling the config to batch_size={cfg.dataloader.train.total_batch_size}, "
+        f"learning_rate={cfg.optimizer.lr}, max_iter={cfg.train.max_iter}."
+    )
+    return cfg
+
+
+def fixed_input_size(cfg):
+    """Whether a LazyConfig feeds the model one input size only: its backbone pads every batch
+    to a fixed square (ViTDet's ``SimpleFeaturePyramid(square_pad=1024)``, as in LSJ), or its
+    training augmentations end in a padded ``FixedSizeCrop``."""
+    backbone = OmegaConf.select(cfg, "model.backbone", default=None)
+    if backbone is not None and (backbone.get("square_pad") or 0) > 0:
+        return True
+    augs = OmegaConf.select(cfg, "dataloader.train.mapper.augmentations", default=None) or []
+    last = augs[-1] if len(augs) else None
+    if last is None or not hasattr(last, "get"):
+        return False
+    target = last.get("_target_")
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return name.rsplit(".", 1)[-1] == "FixedSizeCrop" and last.get("pad", True) is True

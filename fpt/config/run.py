@@ -1,0 +1,142 @@
+"""``RunConfig``: one object that answers every question the engine, the predictor and the demo
+ask of a loaded config, whichever kind it is.
+
+Which key answers which question:
+
+=====================  ==========================================  ===========================
+question               LazyConfig (:mod:`.lazy_run`)               yacs (:mod:`.yacs_run`)
+=====================  ==========================================  ===========================
+device                 ``train.device``                            ``MODEL.DEVICE``
+checkpoint             ``train.init_checkpoint``                   ``MODEL.WEIGHTS``
+output dir             ``train.output_dir``                        ``OUTPUT_DIR``
+datasets               ``dataloader.{train,test}.dataset.names``   ``DATASETS.TRAIN/TEST``
+datasets to register   ``datasets`` (name, json_file, image_root)  none
+input format           ``dataloader.test.mapper.image_format``     ``INPUT.FORMAT``
+test resize            ``dataloader.test.mapper.augmentations``    ``INPUT.*_SIZE_TEST``
+model                  ``instantiate(model)``                      ``build_model`` (registries)
+optimizer, LR          ``optimizer``, ``lr_multiplier``            ``SOLVER.*``
+loaders, evaluator     ``dataloader.*``                            ``DATASETS``, ``COCOEvaluator``
+train settings         ``train.*``                                 ``SOLVER.*``, ``TEST.*``...
+=====================  ==========================================  ===========================
+
+This module and the two it dispatches to are the only places that tell the kinds apart (with
+:func:`is_lazy_config`; also :mod:`.overrides` and :mod:`.loading`, which parse them).
+"""
+
+from types import SimpleNamespace
+
+from omegaconf import DictConfig
+
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+
+from ..utils.device import training_device
+
+__all__ = ["RunConfig", "is_lazy_config"]
+
+
+def is_lazy_config(cfg):
+    """True for a LazyConfig (omegaconf) object, False for a yacs ``CfgNode``."""
+    return isinstance(cfg, DictConfig)
+
+
+class RunConfig:
+    """
+    A loaded config (:func:`fpt.config.load_config`) with the questions asked of it as
+    attributes and methods. ``RunConfig(cfg)`` gives a :class:`~.lazy_run.LazyRunConfig` or a
+    :class:`~.yacs_run.YacsRunConfig`; :meth:`of` also takes a ``RunConfig`` (returned as is),
+    so functions may take either. ``cfg`` is the config itself.
+
+    Attributes (each kind's keys: see the module's table): ``device`` (as configured, may be
+    None), ``weights`` (the checkpoint to load, "" for none) and ``weights_key`` (its key, for
+    messages), ``model_key``, ``output_dir``, ``train_dataset_names``, ``test_dataset_names``,
+    ``datasets_to_register``, ``config_input_format``, ``visualize`` (number of test images to
+    draw after training, score threshold), ``cudnn_benchmark``, ``total_batch_size``,
+    ``evaluation_sets`` (``[(dataset name or None, label)]``, one test loader each).
+    """
+
+    kind = ""  # "LazyConfig" or "yacs"
+    model_key = ""  # what builds the model, for messages
+    weights_key = ""  # the key of the checkpoint to load, for messages
+
+    def __new__(cls, cfg=None):  # (no argument when unpickled: a worker process gets one)
+        if cls is RunConfig:
+            from .lazy_run import LazyRunConfig
+            from .yacs_run import YacsRunConfig
+
+            cls = LazyRunConfig if is_lazy_config(cfg) else YacsRunConfig
+        return super().__new__(cls)
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    @classmethod
+    def of(cls, cfg):
+        """``cfg`` as a :class:`RunConfig` (itself when it is one already)."""
+        return cfg if isinstance(cfg, RunConfig) else RunConfig(cfg)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.kind} config)"
+
+    # ---- answered the same way for both kinds ----
+    @property
+    def dataset_names(self):
+        """Training then test dataset names (all must be registered before a run)."""
+        return self.train_dataset_names + self.test_dataset_names
+
+    @property
+    def metadata(self):
+        """Class names, colors, category ids of the first test dataset (``unknown`` when none)."""
+        names = self.test_dataset_names
+        return MetadataCatalog.get(names[0]) if names and names[0] else Metadata(name="unknown")
+
+    def input_format(self, model=None):
+        """The model's channel order: its ``input_format`` attribute, else the config's."""
+        return getattr(model, "input_format", None) or self.config_input_format
+
+    def train_settings(self):
+        """What the trainer reads, as one namespace: ``output_dir init_checkpoint max_iter
+        checkpoint_period max_to_keep eval_period log_period device amp iter_size clip ema
+        best_metric best_mode ddp plot seed``; ``device`` is this process's
+        (:func:`~fpt.utils.device.training_device`)."""
+        return SimpleNamespace(**self._train_fields(), device=str(training_device(self.device)))
+
+    # ---- answered by each kind (see lazy_run.py, yacs_run.py) ----
+    def _train_fields(self):
+        raise NotImplementedError
+
+    def scaled_to_world_size(self, world_size):
+        """The config for ``world_size`` processes (batch, LR, iterations scaled from the
+        configured reference world size; unchanged without one)."""
+        raise NotImplementedError
+
+    def test_augmentations(self):
+        """The test-time resize, as a ``T.AugmentationList``."""
+        raise NotImplementedError
+
+    def build_model(self, device=None):
+        """A new model, on ``device`` when given."""
+        raise NotImplementedError
+
+    def build_optimizer(self, model):
+        raise NotImplementedError
+
+    def build_lr_scheduler(self, optimizer):
+        """An LR scheduler, or a ``ParamScheduler`` (``hooks.LRScheduler`` wraps it)."""
+        raise NotImplementedError
+
+    def build_train_loader(self, make_sampler):
+        """``(loader, sampler)``: the training loader; with the config's default sampler it draws
+        from ``make_sampler(dataset_size)`` (returned too), else the sampler is None."""
+        raise NotImplementedError
+
+    def build_test_loader(self, dataset_name=None):
+        """The test loader of one of :attr:`evaluation_sets`."""
+        raise NotImplementedError
+
+    def build_evaluator(self, dataset_name=None, output_dir=None):
+        raise NotImplementedError
+
+    def save(self, path):
+        """Write the full config to ``path`` (loadable by :func:`fpt.config.load_config`)."""
+        raise NotImplementedError
