@@ -8,8 +8,14 @@
 See ``python train_net.py --help`` and the README; the logic lives in :mod:`fpt.engine`.
 """
 
-import fpt  # noqa: F401  (adapts detectron2 to the current stack; registers datasets)
-from fpt.engine import run
+import os
+
+# idle OpenMP threads sleep instead of spinning, so that the data-loader workers and other jobs
+# get the cores they wait for (as demo.py does); set OMP_WAIT_POLICY yourself to choose otherwise
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import fpt  # noqa: E402,F401  (adapts detectron2 to the current stack; registers datasets)
+from fpt.engine import run  # noqa: E402
 
 if __name__ == "__main__":
     run()

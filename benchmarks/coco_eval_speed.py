@@ -6,6 +6,7 @@ Prints time, speed-up and the largest difference between the two sets of stats.
 
     python benchmarks/coco_eval_speed.py [--images 500] [--dets 100]
 """
+
 import argparse
 import contextlib
 import io
@@ -34,22 +35,44 @@ def make_data(n_images, dets_per_image, seed=0):
             w, h = rng.uniform(5, 100), rng.uniform(5, 100)
             cat = int(rng.randint(1, 81))
             gts.append((x, y, w, h, cat))
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "iscrowd": 0,
-                         "bbox": [x, y, w, h], "area": w * h,
-                         "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat,
+                    "iscrowd": 0,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )
         for k in range(dets_per_image):
             x, y, w, h, cat = gts[k % len(gts)]
             if rng.uniform() < 0.5:  # a jittered true positive, or clutter
                 x, y = x + rng.normal(0, w * 0.1), y + rng.normal(0, h * 0.1)
             else:
-                x, y, cat = rng.uniform(0, W - 100), rng.uniform(0, H - 100), int(rng.randint(1, 81))
+                x, y, cat = (
+                    rng.uniform(0, W - 100),
+                    rng.uniform(0, H - 100),
+                    int(rng.randint(1, 81)),
+                )
             poly = [[x, y, x + w, y, x + w, y + h, x, y + h]]
             rle = mask_util.merge(mask_util.frPyObjects(poly, H, W))
             rle["counts"] = rle["counts"].decode()
-            dets.append({"image_id": i, "category_id": cat, "bbox": [x, y, w, h],
-                         "score": float(rng.uniform()), "segmentation": rle})
-    gt = {"images": images, "annotations": anns,
-          "categories": [{"id": c, "name": str(c)} for c in range(1, 81)]}
+            dets.append(
+                {
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "score": float(rng.uniform()),
+                    "segmentation": rle,
+                }
+            )
+    gt = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": str(c)} for c in range(1, 81)],
+    }
     return gt, dets
 
 
@@ -68,8 +91,11 @@ def main():
     print(f"{args.images} images, {len(gt['annotations'])} objects, {len(dets)} detections")
     print(f"{'iou':<6}{'pycocotools s':>15}{'fast s':>10}{'speed-up':>10}{'max |dAP|':>12}")
     for iou_type in ("bbox", "segm"):
-        d = dets if iou_type == "segm" else [{k: v for k, v in x.items() if k != "segmentation"}
-                                             for x in dets]
+        d = (
+            dets
+            if iou_type == "segm"
+            else [{k: v for k, v in x.items() if k != "segmentation"} for x in dets]
+        )
         runs = {}
         for fast in (False, True):
             t = time.perf_counter()
@@ -77,8 +103,10 @@ def main():
                 runs[fast] = _evaluate_predictions_on_coco(coco_gt, d, iou_type, use_fast_impl=fast)
             runs[fast] = (time.perf_counter() - t, runs[fast].stats)
         (t_ref, s_ref), (t_fast, s_fast) = runs[False], runs[True]
-        print(f"{iou_type:<6}{t_ref:>15.2f}{t_fast:>10.2f}{t_ref / t_fast:>9.1f}x"
-              f"{np.abs(np.array(s_ref) - np.array(s_fast)).max():>12.1e}")
+        print(
+            f"{iou_type:<6}{t_ref:>15.2f}{t_fast:>10.2f}{t_ref / t_fast:>9.1f}x"
+            f"{np.abs(np.array(s_ref) - np.array(s_fast)).max():>12.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -36,11 +36,9 @@ import numpy as np
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import instantiate
 from detectron2.model_zoo import get_config_file
-from detectron2.modeling import build_model
 
-from fpt.config_loading import is_lazy_config, load_config
+from fpt.config import RunConfig, load_config
 from fpt.export import ExportError, ExportedModel, export_model
 from fpt.predictor import Predictor
 
@@ -89,30 +87,18 @@ def photo(side):
 
 
 def build(name, folder, device):
-    """(config with a random checkpoint, device set) of a benchmark model."""
+    """The config of a benchmark model, with a random (seeded) checkpoint."""
     path, opts, _ = MODELS[name]
     if path.startswith("detectron2://"):
         path = get_config_file(path[len("detectron2://") :])
     else:
         path = os.path.join(REPO, path)
     cfg = load_config(path, opts)
+    run = RunConfig(cfg)
     torch.manual_seed(0)
-    if is_lazy_config(cfg):
-        cfg.train.device = device
-        cfg.train.init_checkpoint = ""
-        model = instantiate(cfg.model)
-    else:
-        cfg.defrost()
-        cfg.MODEL.DEVICE = device
-        cfg.MODEL.WEIGHTS = ""
-        model = build_model(cfg)
+    model = run.build_model(device)
     DetectionCheckpointer(model, save_dir=folder).save(name)
-    weights = os.path.join(folder, name + ".pth")
-    if is_lazy_config(cfg):
-        cfg.train.init_checkpoint = weights
-    else:
-        cfg.MODEL.WEIGHTS = weights
-        cfg.freeze()
+    run.set_weights(os.path.join(folder, name + ".pth"))
     return cfg
 
 

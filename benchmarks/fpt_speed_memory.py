@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 from detectron2.model_zoo import get_config
-from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 from torch.utils.flop_counter import (
     FlopCounterMode,
@@ -63,6 +62,7 @@ from torch.utils.flop_counter import (
 )
 
 from fpt.layers.mos_attention import MoSAttention
+from train_step import synthetic_batch  # (benchmarks/ is on sys.path: this script's folder)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPT_CONFIG = os.path.join(REPO, "configs/COCO/FPT/mask_rcnn_R_50_FPT_1x.py")
@@ -174,23 +174,6 @@ def naive_gigabytes(height, width, batch, train):
     st = batch * 2 * p2 * p2
     gt = batch * 4 * p2 * (p2 // 4) * 64
     return max(st, gt) * 4 * (2 if train else 1) / 2**30
-
-
-def synthetic_batch(batch, height, width, device):
-    inputs = []
-    for i in range(batch):
-        instances = Instances((height, width))
-        masks = torch.zeros(3, height, width, dtype=torch.bool)
-        for j in range(3):
-            y, x = (height // 5) * (j + 1), (width // 5) * (j + 1 + i % 2)
-            masks[j, y - height // 8 : y + height // 8, x - width // 8 : x + width // 8] = True
-        instances.gt_masks = BitMasks(masks)
-        instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
-        instances.gt_classes = torch.tensor([0, 1, 2])
-        inputs.append(
-            {"image": torch.rand(3, height, width) * 255, "instances": instances.to(device)}
-        )
-    return inputs
 
 
 def child(args):

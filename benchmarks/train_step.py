@@ -38,9 +38,9 @@ from detectron2.utils.events import EventStorage
 from fpt.config import load_config
 
 
-def synthetic_batch(batch, height, width):
-    """``batch`` inputs: a random image and three square instances (boxes, bit masks, classes
-    0-2), on the CPU (the model moves them)."""
+def synthetic_batch(batch, height, width, device="cpu"):
+    """``batch`` inputs: a random image (on the CPU: the model moves it) and three square
+    instances (boxes, bit masks, classes 0-2, on ``device``). Also used by fpt_speed_memory.py."""
     g = torch.Generator().manual_seed(0)
     inputs = []
     for i in range(batch):
@@ -53,7 +53,9 @@ def synthetic_batch(batch, height, width):
         instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         instances.gt_classes = torch.tensor([0, 1, 2])
         image = torch.rand(3, height, width, generator=g) * 255
-        inputs.append({"image": image, "instances": instances, "height": height, "width": width})
+        inputs.append(
+            {"image": image, "instances": instances.to(device), "height": height, "width": width}
+        )
     return inputs
 
 

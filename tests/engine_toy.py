@@ -23,7 +23,7 @@ from detectron2.solver import get_default_optimizer_params
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-from fpt.config_loading import fill_train_defaults, get_common_train
+from fpt.config import fill_train_defaults, get_common_train
 
 
 class ToyModel(nn.Module):

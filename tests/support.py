@@ -1,6 +1,9 @@
 """Helpers shared by the tests (importable as ``support``: pytest puts tests/ on sys.path)."""
+
+import importlib.util
 import json
 import os
+import sys
 
 
 import torch
@@ -84,3 +87,12 @@ def shapes_val_subset(folder, num_images):
         json.dump(coco, f)
     return path, images
 
+
+def load_module(name, path):
+    """The module of a script or file outside the packages (``demo/demo.py``, ``tools/...``),
+    loaded once under ``name``."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -17,8 +17,6 @@ UPWARD = {("fpt/inference/workers.py", "fpt.predictor")}
 KIND_CHECKS_ALLOWED = ("fpt/config/",)
 # omegaconf containers left on modules by instantiate() (not a config kind check)
 NOT_KIND_CHECKS = {"fpt/export/adapters.py"}
-# owned by the export work and not moved onto RunConfig yet: may only shrink
-KIND_CHECKS_PENDING = {"fpt/export/exporter.py", "fpt/export/evaluate.py"}
 
 
 def _layers():
@@ -123,4 +121,4 @@ def test_config_kinds_are_told_apart_only_in_the_config_layer(pattern):
         with open(path) as f:
             if re.search(pattern, f.read()):
                 found.add(rel)
-    assert found <= KIND_CHECKS_PENDING, sorted(found - KIND_CHECKS_PENDING)
+    assert not found, sorted(found)

@@ -17,7 +17,7 @@ import torchvision
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 
-from fpt.config_loading import load_config
+from fpt.config import load_config
 from support import COCO_CATEGORY_IDS
 from support import detr_official_name as official_name
 from support import detr_to_official as to_official
@@ -240,7 +240,7 @@ def test_command_line_error_exit_code_and_stderr(tmp_path):
 
 
 def test_unconverted_official_file_is_refused_with_the_command_to_run(tmp_path):
-    from fpt.config_loading import ConfigError
+    from fpt.config import ConfigError
     from fpt.predictor import Predictor
 
     cfg = load_config(TINY, ["model.num_classes=80"])

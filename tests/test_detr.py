@@ -22,7 +22,7 @@ from detectron2.modeling import Backbone, build_model
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
-from fpt.config_loading import load_config
+from fpt.config import load_config
 from fpt.layers.irpe import IRPE, bucket_ids, parse_rpe_spec
 from fpt.modeling.detr import (
     DETR,

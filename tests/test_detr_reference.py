@@ -25,7 +25,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detectron2.config import LazyCall as L
 
-from fpt.config_loading import load_config
+from fpt.config import load_config
 from fpt.data.detr_mapper import DetrResize
 from fpt.layers.irpe import bucket_ids, parse_rpe_spec
 from fpt.predictor import Predictor

@@ -1,11 +1,11 @@
-"""Override validation and train defaults (fpt.config_loading), world-size scaling
+"""Override validation and train defaults (fpt.config), world-size scaling
 (fpt.config.lazy_run)."""
 
 import os
 
 import pytest
 
-from fpt.config_loading import TRAIN_DEFAULTS, ConfigError, check_overrides, load_config
+from fpt.config import TRAIN_DEFAULTS, ConfigError, check_overrides, load_config
 from fpt.config.lazy_run import scale_to_world_size
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

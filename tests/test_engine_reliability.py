@@ -16,7 +16,7 @@ import torch.distributed as dist
 from detectron2.utils import comm
 
 import engine_toy as toy
-from fpt.config_loading import load_config
+from fpt.config import load_config
 from fpt.engine import DistributedError, Trainer, launch, run
 from fpt.engine.launch import WorkerError, distributed_backend, find_free_port
 from fpt.engine.rng import get_rng_state, set_rng_state

@@ -8,7 +8,7 @@ import pytest
 from detectron2.config import CfgNode, get_cfg
 
 from fpt.engine import ConfigError, Trainer, load_config
-from fpt.config_loading import add_training_config
+from fpt.config import add_training_config
 
 
 def _tiny_yacs(output_dir):

@@ -7,10 +7,8 @@ Tiny randomly initialised models (seeded, saved as checkpoints) on small real ph
 """
 
 import copy
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -19,10 +17,9 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 from detectron2.model_zoo import get_config_file
-from detectron2.modeling import build_model
 
 import fpt.layers.irpe as irpe
-from fpt.config_loading import is_lazy_config, load_config
+from fpt.config import RunConfig, load_config
 from fpt.export import (
     ExportError,
     UnsupportedExport,
@@ -33,22 +30,14 @@ from fpt.export import (
 )
 from fpt.export.runner import augmentations_to_json
 from fpt.predictor import Predictor
-from support import COCO_CATEGORY_IDS
+from support import COCO_CATEGORY_IDS, load_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _load("demo_support", os.path.join(REPO, "tests", "data", "demo_support.py"))
-TOOL = _load("fpt_export_tool", os.path.join(REPO, "tools", "export_model.py"))
-DEMO = _load("fpt_demo_main", os.path.join(REPO, "demo", "demo.py"))
+S = load_module("demo_support", os.path.join(REPO, "tests", "data", "demo_support.py"))
+TOOL = load_module("fpt_export_tool", os.path.join(REPO, "tools", "export_model.py"))
+DEMO = load_module("fpt_demo_main", os.path.join(REPO, "demo", "demo.py"))
 IRPE = "model.transformer.enc_rpe=rpe-2.0-product-ctx-1-k"
 
 # family -> (config file, overrides); each made small (<= 80 px inputs)
@@ -130,7 +119,7 @@ SUPPORTED = [
 ]
 
 
-RESNET_TINY = _load(
+RESNET_TINY = load_module(
     "resnet_tiny", os.path.join(REPO, "configs", "common", "models", "resnet_tiny.py")
 )
 
@@ -160,24 +149,15 @@ class Case:
         path, opts = CASES[family]
         self.family = family
         self.cfg = load_config(path, opts)
+        if family == "semantic_fpt":
+            _shrink_semantic(self.cfg)
+        elif family == "fpt":
+            _shrink_fpt(self.cfg)
+        run = RunConfig(self.cfg)
         torch.manual_seed(0)
-        if is_lazy_config(self.cfg):
-            if family == "semantic_fpt":
-                _shrink_semantic(self.cfg)
-            elif family == "fpt":
-                _shrink_fpt(self.cfg)
-            self.cfg.train.device = "cpu"
-            model = instantiate(self.cfg.model)
-        else:
-            model = build_model(self.cfg)
+        model = run.build_model("cpu")
         DetectionCheckpointer(model, save_dir=str(folder)).save(family)
-        weights = os.path.join(str(folder), family + ".pth")
-        if is_lazy_config(self.cfg):
-            self.cfg.train.init_checkpoint = weights
-        else:
-            self.cfg.defrost()
-            self.cfg.MODEL.WEIGHTS = weights
-            self.cfg.freeze()
+        run.set_weights(os.path.join(str(folder), family + ".pth"))
         self.eager = Predictor(self.cfg, device="cpu", image_format="RGB")
 
 

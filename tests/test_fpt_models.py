@@ -136,8 +136,8 @@ def test_coco_configs(name, depth, masks, iters):
     assert cfg.lr_multiplier.scheduler.milestones[-1] == iters
     assert cfg.dataloader.train.dataset.names == "coco_2017_train"
     assert (backbone.norm, backbone.dropblock_prob) == ("SyncBN", 0.1)
-    assert backbone.self_transformer and backbone.grounding_transformer
-    assert backbone.rendering_transformer
+    switches = ("self_transformer", "grounding_transformer", "rendering_transformer")
+    assert all(backbone.get(k, True) for k in switches)  # FPT's defaults: all three on
 
 
 def test_fast_preset_is_the_1x_model_with_three_choices():
@@ -152,14 +152,38 @@ def test_fast_preset_is_the_1x_model_with_three_choices():
     assert [st.attention.kv_pool for st in neck.self_transformers.values()] == [8, 4, 2, 1]
 
 
+def test_common_model_sets_only_what_differs_from_the_defaults():
+    """configs/common/models/mask_rcnn_fpt.py restates no default of FPT's constructor (but
+    the two the pyramid interpolates), so the class's defaults are the config's."""
+    import inspect
+
+    backbone = LazyConfig.load(
+        os.path.join(CONFIGS, "common/models/mask_rcnn_fpt.py")
+    ).model.backbone
+    defaults = {name: p.default for name, p in inspect.signature(FPT.__init__).parameters.items()}
+    restated = {
+        k
+        for k, v in backbone.items()
+        if k in defaults and not k.startswith("_") and v == defaults[k]
+    }
+    assert restated == {"out_channels", "norm"}
+    assert instantiate(backbone).grounding_transformers["p5_to_p2"].mode == "global"
+
+
 def test_per_level_overrides_of_the_common_model():
-    """kv_pool is a per-level list in the config, so the README's override type-checks."""
-    from fpt.config_loading import check_overrides, load_config
+    """Arguments the config leaves at their defaults can be overridden (checked against FPT's
+    signature), with a per-level list too; a misspelt one is refused naming the close key."""
+    from fpt.config import ConfigError, check_overrides, load_config
 
     path = os.path.join(CONFIGS, "Shapes/fpt_mask_rcnn_tiny.py")
     overrides = ["model.backbone.kv_pool=[4,2,1,1]", "model.backbone.grounding_mode=local"]
     check_overrides(_load("Shapes/fpt_mask_rcnn_tiny.py"), overrides)
-    assert load_config(path, overrides).model.backbone.kv_pool == [4, 2, 1, 1]
+    cfg = load_config(path, overrides)
+    assert cfg.model.backbone.kv_pool == [4, 2, 1, 1]
+    neck = instantiate(cfg.model.backbone)
+    assert [st.attention.kv_pool for st in neck.self_transformers.values()] == [4, 2, 1, 1]
+    with pytest.raises(ConfigError, match="kv_pol"):
+        load_config(path, ["model.backbone.kv_pol=2"])
 
 
 def test_bfp_baseline_is_fpt_without_transformers():

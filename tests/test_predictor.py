@@ -20,7 +20,7 @@ from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
-from fpt.config_loading import ConfigError, load_config
+from fpt.config import ConfigError, load_config
 from fpt.inference import (
     CocoResultsWriter,
     ImageReadError,

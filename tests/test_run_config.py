@@ -93,3 +93,35 @@ def test_configs_are_saved(configs, tmp_path):
     assert "out/lazy" in (tmp_path / "LazyConfig.yaml").read_text()
     again = RunConfig(load_config(str(tmp_path / "yacs.yaml")))
     assert type(again) is YacsRunConfig and again.output_dir == "out/yacs"
+
+
+def test_test_set_and_evaluator_of_both_kinds(configs, monkeypatch):
+    """What ``tools/export_model.py --run-eval`` takes a part of: the test set's dicts and
+    mapper, and the evaluator (COCO for detectors, SemSeg for a yacs SemanticSegmentor, COCO for
+    a LazyConfig without ``dataloader.evaluator``)."""
+    from detectron2.evaluation import COCOEvaluator
+
+    from fpt.config import yacs_run
+
+    for run in configs:
+        dataset, mapper = run.test_set()
+        assert len(dataset) == 64 and dataset[0]["file_name"].endswith(".png")
+        image = mapper(dict(dataset[0]))["image"]
+        assert image.shape[0] == 3 and image.dtype == torch.uint8
+        assert type(run.build_evaluator("shapes_val")) is COCOEvaluator
+    lazy, yacs = configs
+    del lazy.cfg.dataloader.evaluator
+    assert lazy.build_evaluator()._metadata.name == "shapes_val"
+    yacs.cfg.defrost()
+    yacs.cfg.MODEL.META_ARCHITECTURE = "SemanticSegmentor"
+    # (SemSegEvaluator reads the dataset's sem_seg files when built; the shapes set has none)
+    monkeypatch.setattr(yacs_run, "SemSegEvaluator", lambda name, output_dir: (name, output_dir))
+    assert yacs.build_evaluator(output_dir="o") == ("shapes_val", "o")
+
+
+def test_set_weights_in_the_config_itself(configs):
+    for run in configs:
+        frozen = getattr(run.cfg, "is_frozen", lambda: False)()
+        run.set_weights("other.pth")
+        assert run.weights == "other.pth" and run.train_settings().init_checkpoint == "other.pth"
+        assert getattr(run.cfg, "is_frozen", lambda: False)() == frozen

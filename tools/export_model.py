@@ -29,7 +29,7 @@ import sys  # noqa: E402
 
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from fpt.config_loading import ConfigError, load_config  # noqa: E402
+from fpt.config import ConfigError, load_config  # noqa: E402
 from fpt.export import (  # noqa: E402
     FORMATS,
     METHODS,

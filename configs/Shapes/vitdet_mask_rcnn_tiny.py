@@ -7,9 +7,6 @@ images padded to 128x128, light heads, 3 classes, AdamW with layer-wise lr decay
 
 from functools import partial
 
-from detectron2.config import LazyCall as L
-from detectron2.solver import WarmupParamScheduler
-from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from fpt.modeling import get_vit_lr_decay_rate
 
@@ -17,7 +14,7 @@ from ..common.data.shapes import dataloader
 from ..common.models.mask_rcnn_vitdet import model
 from ..common.models.tiny_heads import make_heads_tiny
 from ..common.optim import AdamW as optimizer
-from ..common.train import train
+from ..common.shapes_schedule import lr_multiplier, train
 
 image_size, channels, depth = 128, 64, 4
 
@@ -47,18 +44,4 @@ optimizer.params.lr_factor_func = partial(
 )
 optimizer.params.overrides = {"pos_embed": {"weight_decay": 0.0}}
 
-train.max_iter = 600
 train.output_dir = "output/shapes_vitdet_mask_rcnn_tiny"
-train.device = "cpu"
-train.checkpointer.period = 200
-train.eval_period = 300
-train.log_period = 20
-train.seed = 0
-
-lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(
-        values=[1.0, 0.1, 0.01], milestones=[450, 550], num_updates=train.max_iter
-    ),
-    warmup_length=50 / train.max_iter,
-    warmup_factor=0.001,
-)

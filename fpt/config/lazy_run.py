@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 import detectron2.data.transforms as T
 from detectron2.config import LazyConfig, instantiate
 from detectron2.config.instantiate import locate
+from detectron2.evaluation import COCOEvaluator
 
 from ..data import check_image_files
 from .errors import ConfigError
@@ -145,12 +146,21 @@ class LazyRunConfig(RunConfig):
     def build_test_loader(self, dataset_name=None):
         return instantiate(self.cfg.dataloader.test)
 
+    def test_set(self, dataset_name=None):
+        test = self.cfg.dataloader.test
+        return instantiate(test.dataset), instantiate(test.mapper)
+
     def build_evaluator(self, dataset_name=None, output_dir=None):
-        node = self.cfg.dataloader.evaluator
+        node = self._select("dataloader.evaluator")
+        if node is None:  # detectron2's evaluator for a COCO-format test set
+            return COCOEvaluator(self.test_dataset_names[0], output_dir=output_dir)
         if output_dir and "output_dir" not in node:
             node = node.copy()
             node.output_dir = output_dir
         return instantiate(node)
+
+    def set_weights(self, path):
+        self.cfg.train.init_checkpoint = path
 
     def save(self, path):
         LazyConfig.save(self.cfg, path)

@@ -134,7 +134,16 @@ class RunConfig:
         """The test loader of one of :attr:`evaluation_sets`."""
         raise NotImplementedError
 
+    def test_set(self, dataset_name=None):
+        """``(dataset dicts, mapper)`` of the test set (the first one when not named), for
+        callers that take a part of it (``tools/export_model.py --run-eval``)."""
+        raise NotImplementedError
+
     def build_evaluator(self, dataset_name=None, output_dir=None):
+        raise NotImplementedError
+
+    def set_weights(self, path):
+        """Make ``path`` the checkpoint to load (:attr:`weights`), in the config itself."""
         raise NotImplementedError
 
     def save(self, path):

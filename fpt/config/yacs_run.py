@@ -9,7 +9,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.engine import DefaultTrainer
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
 
@@ -133,8 +133,23 @@ class YacsRunConfig(RunConfig):
             self.cfg, dataset_name, mapper=RobustDatasetMapper(self.cfg, False)
         )
 
+    def test_set(self, dataset_name=None):
+        name = dataset_name or self.test_dataset_names[0]
+        dataset = get_detection_dataset_dicts([name], filter_empty=False)
+        return dataset, RobustDatasetMapper(self.cfg, False)
+
     def build_evaluator(self, dataset_name=None, output_dir=None):
-        return COCOEvaluator(dataset_name, output_dir=output_dir)
+        name = dataset_name or self.test_dataset_names[0]
+        if self.cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
+            return SemSegEvaluator(name, output_dir=output_dir)
+        return COCOEvaluator(name, output_dir=output_dir)
+
+    def set_weights(self, path):
+        frozen = self.cfg.is_frozen()
+        self.cfg.defrost()
+        self.cfg.MODEL.WEIGHTS = path
+        if frozen:
+            self.cfg.freeze()
 
     def save(self, path):
         with open(path, "w") as f:

@@ -3,9 +3,7 @@ their AP can be compared (detectron2's ``tools/deploy/export_model.py --run-eval
 
 import logging
 
-from omegaconf import OmegaConf
-
-from ..config_loading import is_lazy_config
+from ..config import RunConfig
 from ..predictor import Predictor
 from .runner import ExportedModel
 
@@ -36,39 +34,12 @@ class _Subset:
 
 
 def _test_set(cfg, max_images):
-    """(dataset dicts, mapper, evaluator factory) of the config's test set."""
-    from detectron2.config import instantiate
-    from detectron2.data import DatasetMapper, get_detection_dataset_dicts
-    from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
-
-    if is_lazy_config(cfg):
-        test = cfg.dataloader.test
-        dataset = instantiate(test.dataset)
-        mapper = instantiate(test.mapper)
-        names = OmegaConf.select(cfg, "dataloader.test.dataset.names")
-        name = names if isinstance(names, str) else names[0]
-        if OmegaConf.select(cfg, "dataloader.evaluator", default=None) is not None:
-
-            def make_evaluator():
-                return instantiate(cfg.dataloader.evaluator)
-
-        else:
-
-            def make_evaluator():
-                return COCOEvaluator(name)
-
-    else:
-        name = cfg.DATASETS.TEST[0]
-        dataset = get_detection_dataset_dicts([name], filter_empty=False)
-        mapper = DatasetMapper(cfg, is_train=False)
-        semantic = cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
-
-        def make_evaluator():
-            return SemSegEvaluator(name) if semantic else COCOEvaluator(name)
-
+    """(dataset dicts, mapper, evaluator factory) of the config's first test set."""
+    run = RunConfig.of(cfg)
+    dataset, mapper = run.test_set()
     if max_images:
         dataset = dataset[:max_images]
-    return dataset, mapper, make_evaluator
+    return dataset, mapper, run.build_evaluator
 
 
 def evaluate_exported(cfg, exported, device=None, max_images=None, eager=True):

@@ -18,8 +18,9 @@ import time
 import cv2
 import torch
 
-from ..config_loading import first_line, is_lazy_config
+from ..config import RunConfig
 from ..data.images import ImageReadError, read_image
+from ..utils.text import first_line
 from ..predictor import Predictor
 from .adapters import make_adapter, output_axes, plain_attributes
 from .compare import TOLERANCE, compare_predictions, describe_tolerance
@@ -75,14 +76,9 @@ def _stats_line(stats):
 def default_sample_image(cfg):
     """Path of the first image of the config's test set, or raise :class:`ExportError`."""
     from detectron2.data import DatasetCatalog
-    from omegaconf import OmegaConf
 
-    if is_lazy_config(cfg):
-        names = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
-    else:
-        names = list(cfg.DATASETS.TEST)
-    if isinstance(names, (list, tuple)) or OmegaConf.is_list(names):
-        names = names[0] if len(names) else None
+    names = RunConfig.of(cfg).test_dataset_names
+    names = names[0] if names else None
     hint = "pass --sample-image IMG (an image like those the model will see)"
     if not names:
         raise ExportError(f"the config names no test dataset to take a sample image from: {hint}")
@@ -118,7 +114,7 @@ def export_model(
     Export a config's model and check it.
 
     Args:
-        cfg: a LazyConfig or yacs config (see :func:`fpt.config_loading.load_config`), with the
+        cfg: a LazyConfig or yacs config (see :func:`fpt.config.load_config`), with the
             trained weights (``train.init_checkpoint`` / ``MODEL.WEIGHTS``).
         output_dir (str): where ``model.ts`` / ``model.onnx`` and ``export.json`` go.
         format (str): "torchscript" or "onnx".

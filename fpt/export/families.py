@@ -7,7 +7,7 @@ one line that names what works, before anything is written.
 
 from dataclasses import dataclass
 
-from ..config_loading import ConfigError
+from ..config import ConfigError
 
 __all__ = [
     "FORMATS",

@@ -98,21 +98,37 @@ class AsyncPredictor:
 
     def _check_workers(self):
         """Raise :class:`PredictorWorkerError` if a worker process is gone: until
-        :meth:`close`, workers only exit by dying, and a dead worker's batches never come."""
+        :meth:`close`, workers only exit by dying, and a dead worker's batches never come (or
+        its share of the work silently goes to the others). A worker that could not build its
+        predictor has left its one-line reason in the results queue before exiting: that is
+        the error then."""
         for i, (worker, device) in enumerate(zip(self.workers, self.devices)):
             if not worker.is_alive():
                 self.failed = True
                 raise PredictorWorkerError(
-                    f"predictor worker {i} on {device} died "
+                    self._reported_error()
+                    or f"predictor worker {i} on {device} died "
                     f"({_exit_description(worker.exitcode)}); stopped"
                 )
 
+    def _reported_error(self):
+        """A worker's own error message waiting in the results queue, or None."""
+        while True:
+            try:
+                key, outputs = self.results.get_nowait()
+            except queue.Empty:
+                return None
+            if key is None:
+                return outputs
+
     def _get(self):
         while True:
+            # checked before every wait, not only when results stop: a worker that died before
+            # taking a task would otherwise go unnoticed while the others keep answering
+            self._check_workers()
             try:
                 key, outputs = self.results.get(timeout=_POLL_S)
             except queue.Empty:
-                self._check_workers()
                 continue
             if key is None:
                 self.failed = True

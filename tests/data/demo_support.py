@@ -40,7 +40,7 @@ def save_checkpoint(model, folder, name="model"):
 
 def tiny_lazy_checkpoint(folder):
     """A randomly initialised (seeded) tiny Mask R-CNN from :data:`TINY_LAZY`, saved."""
-    from fpt.config_loading import load_config
+    from fpt.config import load_config
 
     torch.manual_seed(0)
     return save_checkpoint(instantiate(load_config(TINY_LAZY).model), folder)

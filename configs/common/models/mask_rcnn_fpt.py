@@ -2,8 +2,10 @@
 
 detectron2's ``common/models/mask_rcnn_fpn.py`` with its backbone replaced: ResNet -> bottom-up
 pyramid (lateral 1x1 convs, no top-down path) -> FPT (ST + GT + RT on every level) -> P2..P6.
-The defaults are the paper's ablation model (no SyncBN, no DropBlock); switch anything in
-``model.backbone`` (see ``fpt.modeling.FPT``), e.g. ``self_transformer=False``.
+Every other argument of ``fpt.modeling.FPT`` keeps its default, the paper's ablation model (ST, GT,
+RT; MoS with 2/4 parts; global GT; no SyncBN, no DropBlock); set any in ``model.backbone``, e.g.
+``model.backbone.self_transformer=False`` or ``model.backbone.kv_pool=[4,2,1,1]`` (checked against
+the constructor's arguments).
 """
 
 from detectron2.config import LazyCall as L
@@ -21,23 +23,7 @@ model.backbone = L(FPT)(
         out_channels="${..out_channels}",
         norm="${..norm}",
     ),
-    out_channels=256,
+    out_channels=256,  # (FPT's defaults, set here because the pyramid shares them)
     norm="",
     top_block=L(LastLevelMaxPool)(),
-    self_transformer=True,
-    grounding_transformer=True,
-    rendering_transformer=True,
-    self_parts=2,
-    grounding_parts=4,
-    self_similarity="dot",
-    grounding_similarity="euclidean",
-    grounding_mode="global",
-    grounding_window=3,
-    kv_pool=[1, 1, 1, 1],  # per level p2..p5 (or one int for all)
-    inner_channels=None,
-    attention="sdpa",
-    chunk_size=None,
-    dropblock_prob=0.0,
-    dropblock_size=3,
-    fusion_kernel_size=3,
 )
