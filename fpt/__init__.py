@@ -3,6 +3,7 @@
 Importing ``fpt`` adapts detectron2 v0.6 to the current stack (:mod:`fpt.compat`) and registers
 our backbones in detectron2's ``BACKBONE_REGISTRY``.
 """
+
 from . import compat
 
 compat.apply()

@@ -1,4 +1,5 @@
 """The install contract: detectron2 0.6 imports and works on this stack after ``import fpt``."""
+
 import json
 import os
 import subprocess
@@ -111,17 +112,39 @@ def _tiny_coco(tmp_path, n_images=6, seed=0):
             bw, bh = rng.uniform(8, 70), rng.uniform(8, 60)
             cat = int(rng.randint(1, 4))
             poly = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat,
-                         "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0,
-                         "segmentation": [poly]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                    "segmentation": [poly],
+                }
+            )
             for _ in range(2):  # a close detection and a sloppy one
                 jx, jy = rng.normal(0, bw * 0.15), rng.normal(0, bh * 0.15)
-                dx, dy, dw, dh = x + jx, y + jy, bw * rng.uniform(0.8, 1.2), bh * rng.uniform(0.8, 1.2)
-                dets.append({"image_id": i, "bbox": [dx, dy, dw, dh], "score": float(rng.uniform()),
-                             "category_id": cat if rng.uniform() > 0.2 else int(rng.randint(1, 4)),
-                             "segmentation": [[dx, dy, dx + dw, dy, dx + dw, dy + dh, dx, dy + dh]]})
-    gt = {"images": images, "annotations": anns,
-          "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]}
+                dx, dy, dw, dh = (
+                    x + jx,
+                    y + jy,
+                    bw * rng.uniform(0.8, 1.2),
+                    bh * rng.uniform(0.8, 1.2),
+                )
+                dets.append(
+                    {
+                        "image_id": i,
+                        "bbox": [dx, dy, dw, dh],
+                        "score": float(rng.uniform()),
+                        "category_id": cat if rng.uniform() > 0.2 else int(rng.randint(1, 4)),
+                        "segmentation": [[dx, dy, dx + dw, dy, dx + dw, dy + dh, dx, dy + dh]],
+                    }
+                )
+    gt = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)],
+    }
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     return str(path), dets
@@ -161,7 +184,9 @@ def _explicit_deform_conv(x, offset, weight, bias, mask):
     """Deformable conv (3x3, stride 1, pad 1) by explicit bilinear sampling (DCN v1/v2 papers)."""
     n, c, h, w = x.shape
     out_c, _, kh, kw = weight.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij"
+    )
     cols = []
     for k in range(kh * kw):
         i, j = divmod(k, kw)
@@ -303,17 +328,26 @@ def test_coco_evaluator_fast_and_reference_agree(tmp_path):
         for image_id, ds in sorted(by_image.items()):
             x, y, w, h = np.array([d["bbox"] for d in ds]).T
             inst = Instances((160, 200))
-            inst.pred_boxes = Boxes(torch.tensor(np.stack([x, y, x + w, y + h], 1), dtype=torch.float32))
+            inst.pred_boxes = Boxes(
+                torch.tensor(np.stack([x, y, x + w, y + h], 1), dtype=torch.float32)
+            )
             inst.scores = torch.tensor([d["score"] for d in ds], dtype=torch.float32)
             inst.pred_classes = torch.tensor([d["category_id"] - 1 for d in ds])
             rles = [mask_util.merge(mask_util.frPyObjects(d["segmentation"], 160, 200)) for d in ds]
-            inst.pred_masks = torch.from_numpy(mask_util.decode(rles).transpose(2, 0, 1).astype(bool))
+            inst.pred_masks = torch.from_numpy(
+                mask_util.decode(rles).transpose(2, 0, 1).astype(bool)
+            )
             inputs.append({"image_id": image_id})
             outputs.append({"instances": inst})
         results = {}
         for fast in (True, False):
-            ev = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False,
-                               output_dir=str(tmp_path / f"eval_{fast}"), use_fast_impl=fast)
+            ev = COCOEvaluator(
+                name,
+                tasks=("bbox", "segm"),
+                distributed=False,
+                output_dir=str(tmp_path / f"eval_{fast}"),
+                use_fast_impl=fast,
+            )
             ev.reset()
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
@@ -349,7 +383,9 @@ def test_coco_mask_api_matches_pycocotools():
     np.testing.assert_array_equal(pm.toBbox(rle), fm.toBbox(rle))
     np.testing.assert_array_equal(pm.iou(rle, rle, [0, 0, 0]), fm.iou(rle, rle, [0, 0, 0]))
     bitmask = d2_masks.polygons_to_bitmask(poly, 30, 40)  # the training path for polygon masks
-    assert bitmask.dtype == bool and bitmask.sum() == fm.area(fm.merge(fm.frPyObjects(poly, 30, 40)))
+    assert bitmask.dtype == bool and bitmask.sum() == fm.area(
+        fm.merge(fm.frPyObjects(poly, 30, 40))
+    )
 
 
 def test_installed_detectron2_wheel_contract():
@@ -364,7 +400,14 @@ def test_installed_detectron2_wheel_contract():
     assert not [r for r in requires if r.lower().startswith("black")]
     cfg = model_zoo.get_config("common/models/mask_rcnn_fpn.py")
     assert cfg.model.roi_heads.num_classes == 80
-    assert len(model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml").MODEL.WEIGHTS) > 0
+    assert (
+        len(
+            model_zoo.get_config(
+                "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+            ).MODEL.WEIGHTS
+        )
+        > 0
+    )
 
 
 def test_class_histogram_is_no_longer_skipped(caplog):

@@ -3,6 +3,7 @@
 A model traced at one image size must give the eager results at another (the grid sizes must
 stay traced values), and ``torch.jit.script`` must compile the anchor code.
 """
+
 import contextlib
 import os
 import re
@@ -21,8 +22,9 @@ from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.structures import Boxes, ImageList
 
 # where the TracerWarnings we accept come from (not fpt: the old shim's len() was one)
-LIBRARY_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-                     for m in (detectron2, torchvision, torch))
+LIBRARY_DIRS = tuple(
+    os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (detectron2, torchvision, torch)
+)
 JIT_DEPRECATED = r"`torch\.jit\.(script|trace|trace_method)` is deprecated"
 
 
@@ -131,7 +133,11 @@ def test_default_anchor_generator_centred_and_scripted():
     generator = DefaultAnchorGenerator(sizes=[32], aspect_ratios=[1.0], strides=[4], offset=0.5)
     features = [torch.zeros(2, 8, 2, 3)]
     expected = torch.tensor(
-        [[cx - 16.0, cy - 16.0, cx + 16.0, cy + 16.0] for cy in (2.0, 6.0) for cx in (2.0, 6.0, 10.0)]
+        [
+            [cx - 16.0, cy - 16.0, cx + 16.0, cy + 16.0]
+            for cy in (2.0, 6.0)
+            for cx in (2.0, 6.0, 10.0)
+        ]
     )
     torch.testing.assert_close(generator(features)[0].tensor, expected)
     with jit_warnings_checked():
@@ -173,8 +179,14 @@ def test_retinanet_scripts_and_traces_at_another_size():
 
 def test_mask_rcnn_scripts_and_traces_at_another_size():
     model = _tiny_model("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
-    fields = {"proposal_boxes": Boxes, "objectness_logits": Tensor, "pred_boxes": Boxes,
-              "scores": Tensor, "pred_classes": Tensor, "pred_masks": Tensor}
+    fields = {
+        "proposal_boxes": Boxes,
+        "objectness_logits": Tensor,
+        "pred_boxes": Boxes,
+        "scores": Tensor,
+        "pred_classes": Tensor,
+        "pred_masks": Tensor,
+    }
     outputs = ("pred_boxes", "scores", "pred_classes", "pred_masks")
     with jit_warnings_checked():
         scripted = scripting_with_instances(model, fields)

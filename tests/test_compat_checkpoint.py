@@ -1,5 +1,6 @@
 """fpt.compat.checkpoint: checkpoints load with an allow-list; anything else is refused in one
 line unless the user opts in (FPT_UNSAFE_LOAD=1 / allow_unsafe_load / --unsafe-load)."""
+
 import argparse
 import collections
 import logging
@@ -28,8 +29,10 @@ class _Numpy1Pickler(pickle._Pickler):
     def save_global(self, obj, name=None):
         module = getattr(obj, "__module__", "") or ""
         if module.startswith("numpy._core"):
-            self.write(pickle.GLOBAL + f"numpy.core{module[len('numpy._core'):]}\n"
-                       f"{name or obj.__qualname__}\n".encode())
+            self.write(
+                pickle.GLOBAL + f"numpy.core{module[len('numpy._core'):]}\n"
+                f"{name or obj.__qualname__}\n".encode()
+            )
             self.memoize(obj)
             return
         super().save_global(obj, name)
@@ -49,8 +52,16 @@ def _third_party_checkpoint(model):
         "optimizer": torch.optim.AdamW(model.parameters()).state_dict(),
         "epoch": np.int64(799),
         "best_ap": np.float64(0.5),
-        "args": argparse.Namespace(lr=1.5e-4, blr=None, input_size=224, output_dir="./out",
-                                   mask_ratio=0.75, resume="", world_size=8, dist_url="env://"),
+        "args": argparse.Namespace(
+            lr=1.5e-4,
+            blr=None,
+            input_size=224,
+            output_dir="./out",
+            mask_ratio=0.75,
+            resume="",
+            world_size=8,
+            dist_url="env://",
+        ),
         "version": torch.__version__,
     }
 
@@ -101,8 +112,10 @@ def test_code_in_a_checkpoint_is_refused_in_one_line(tmp_path):
 def test_a_class_outside_the_allow_list_is_named(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"model": {}, "stats": collections.defaultdict(list, a=[1])}, path)
-    with pytest.raises(ckpt.UnsafeCheckpointError, match=r"holds builtins\.list, "
-                       r"collections\.defaultdict: not on fpt's allow-list"):
+    with pytest.raises(
+        ckpt.UnsafeCheckpointError,
+        match=r"holds builtins\.list, " r"collections\.defaultdict: not on fpt's allow-list",
+    ):
         ckpt.load_checkpoint(str(path))
 
 
@@ -139,8 +152,16 @@ def test_detectron2_pkl_checkpoints_still_load(tmp_path):
     model = torch.nn.Linear(3, 2)
     path = tmp_path / "model_final_abc.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"model": {"weight": np.full((2, 3), 2.0, np.float32),
-                               "bias": np.zeros(2, np.float32)}, "__author__": "Detectron2"}, f)
+        pickle.dump(
+            {
+                "model": {
+                    "weight": np.full((2, 3), 2.0, np.float32),
+                    "bias": np.zeros(2, np.float32),
+                },
+                "__author__": "Detectron2",
+            },
+            f,
+        )
     DetectionCheckpointer(model).load(str(path))
     assert torch.allclose(model.weight, torch.full((2, 3), 2.0))
 
@@ -156,7 +177,8 @@ def test_detectron2_trainer_checkpoint_resumes(tmp_path):
     optimizer.step()
     scheduler.step()
     scaler = torch.amp.GradScaler("cpu")
-    DetectionCheckpointer(model, str(tmp_path), optimizer=optimizer, scheduler=scheduler,
-                          scaler=scaler).save("model_0000000", iteration=0)
+    DetectionCheckpointer(
+        model, str(tmp_path), optimizer=optimizer, scheduler=scheduler, scaler=scaler
+    ).save("model_0000000", iteration=0)
     loaded = ckpt.load_checkpoint(str(tmp_path / "model_0000000.pth"))
     assert loaded["iteration"] == 0 and loaded["scheduler"]["milestones"] == [5, 8]

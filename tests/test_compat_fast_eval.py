@@ -4,6 +4,7 @@ Box, mask and keypoint evaluation on a small synthetic COCO set, in the edge cas
 detectron2's own fast-eval test covers (empty ground truth, changed parameters, every
 annotation field left out of the ground truth or of the detections, one at a time).
 """
+
 import contextlib
 import copy
 import io
@@ -40,24 +41,46 @@ def _dataset(seed=0, n_images=5):
             bw, bh = rng.uniform(8, 75), rng.uniform(8, 65)
             cat = int(rng.randint(1, 3))
             kps = _keypoints(rng, x, y, bw, bh, visible=rng.choice([0.0, 0.7]))
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat,
-                         "bbox": [x, y, bw, bh], "area": bw * bh * 0.9,
-                         "iscrowd": int(rng.rand() < 0.1), "ignore": 0,
-                         "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
-                         "keypoints": kps, "num_keypoints": sum(v > 0 for v in kps[2::3])})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh * 0.9,
+                    "iscrowd": int(rng.rand() < 0.1),
+                    "ignore": 0,
+                    "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
+                    "keypoints": kps,
+                    "num_keypoints": sum(v > 0 for v in kps[2::3]),
+                }
+            )
             for _ in range(2):  # a close detection and a sloppy one
                 jx, jy = rng.normal(0, bw * 0.15), rng.normal(0, bh * 0.15)
                 dx, dy = x + jx, y + jy
                 dw, dh = bw * rng.uniform(0.8, 1.2), bh * rng.uniform(0.8, 1.2)
-                rle = mask_util.merge(mask_util.frPyObjects(
-                    [[dx, dy, dx + dw, dy, dx + dw, dy + dh, dx, dy + dh]], H, W))
+                rle = mask_util.merge(
+                    mask_util.frPyObjects(
+                        [[dx, dy, dx + dw, dy, dx + dw, dy + dh, dx, dy + dh]], H, W
+                    )
+                )
                 rle["counts"] = rle["counts"].decode()
                 dkps = [v + rng.normal(0, 3) if j % 3 != 2 else 1.0 for j, v in enumerate(kps)]
-                dets.append({"image_id": i, "category_id": cat if rng.rand() > 0.2 else 3 - cat,
-                             "bbox": [dx, dy, dw, dh], "score": float(rng.rand()),
-                             "segmentation": rle, "keypoints": dkps})
-    gt = {"images": images, "annotations": anns,
-          "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "ball"}]}
+                dets.append(
+                    {
+                        "image_id": i,
+                        "category_id": cat if rng.rand() > 0.2 else 3 - cat,
+                        "bbox": [dx, dy, dw, dh],
+                        "score": float(rng.rand()),
+                        "segmentation": rle,
+                        "keypoints": dkps,
+                    }
+                )
+    gt = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "ball"}],
+    }
     return gt, dets
 
 
@@ -99,8 +122,19 @@ def _experiments():
     experiments["no_area"] = (gt, dets, {"areaRng": [], "areaRngLbl": []})
     experiments["some_images"] = (gt, dets, {"imgIds": [2, 4]})
     experiments["one_category"] = (gt, dets, {"catIds": [2]})
-    fields = ("id", "image_id", "category_id", "score", "area", "iscrowd", "ignore", "bbox",
-              "segmentation", "keypoints", "num_keypoints")
+    fields = (
+        "id",
+        "image_id",
+        "category_id",
+        "score",
+        "area",
+        "iscrowd",
+        "ignore",
+        "bbox",
+        "segmentation",
+        "keypoints",
+        "num_keypoints",
+    )
     for field in fields:
         g = copy.deepcopy(gt)
         for a in g["annotations"]:
@@ -151,8 +185,12 @@ def test_detectron2_evaluate_predictions_fast_path(iou_type):
         coco_gt, _ = _coco(gt, dets)
         with contextlib.redirect_stdout(io.StringIO()):
             ev = _evaluate_predictions_on_coco(
-                coco_gt, copy.deepcopy(dets), iou_type, kpt_oks_sigmas=[0.05] * K if
-                iou_type == "keypoints" else None, use_fast_impl=fast)
+                coco_gt,
+                copy.deepcopy(dets),
+                iou_type,
+                kpt_oks_sigmas=[0.05] * K if iou_type == "keypoints" else None,
+                use_fast_impl=fast,
+            )
         assert isinstance(ev, COCOeval_opt) == fast
         stats[fast] = ev.stats
     assert stats[False][0] > 0.05

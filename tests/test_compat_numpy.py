@@ -1,6 +1,7 @@
 """fpt.compat.numpy_aliases is scoped to the detectron2 modules that use the removed aliases;
 numpy itself is left alone. (fpt.compat.tensor_array is the one process-wide numpy-related
 patch: see its docstring.)"""
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +26,9 @@ def test_sem_seg_evaluator_uses_its_aliases(tmp_path):
     gt[0, 0] = 255  # ignored
     Image.fromarray(gt).save(tmp_path / "gt.png")
     name = "compat_numpy_semseg"
-    DatasetCatalog.register(name, lambda: [{"file_name": "img.jpg",
-                                            "sem_seg_file_name": str(tmp_path / "gt.png")}])
+    DatasetCatalog.register(
+        name, lambda: [{"file_name": "img.jpg", "sem_seg_file_name": str(tmp_path / "gt.png")}]
+    )
     MetadataCatalog.get(name).set(stuff_classes=["a", "b"], ignore_label=255)
     try:
         evaluator = SemSegEvaluator(name, distributed=False)

@@ -1,5 +1,6 @@
 """fpt.compat.map_dataset and fpt.compat.lr_scheduler: detectron2's training loop on Python 3.11
 and torch 2 — a mapper may skip items, and a torch LR scheduler survives a resume."""
+
 import itertools
 import logging
 import os
@@ -52,8 +53,9 @@ def test_mapper_that_skips_unreadable_images_trains(tmp_path, caplog):
             path.write_bytes(b"not an image")  # RobustDatasetMapper returns None for these
         else:
             Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8)).save(path)
-        dicts.append({"file_name": str(path), "image_id": i, "height": 24, "width": 32,
-                      "annotations": []})
+        dicts.append(
+            {"file_name": str(path), "image_id": i, "height": 24, "width": 32, "annotations": []}
+        )
     mapper = RobustDatasetMapper(is_train=True, augmentations=[], image_format="BGR")
     loader = build_detection_train_loader(dicts, mapper=mapper, total_batch_size=2, num_workers=0)
     model = MeanModel()
@@ -81,11 +83,13 @@ def _trainer(lrs, save_dir):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
     trainer = SimpleTrainer(model, itertools.repeat([{"image_id": 0}]), optimizer)
     checkpointer = DetectionCheckpointer(model, save_dir, optimizer=optimizer, trainer=trainer)
-    trainer.register_hooks([
-        hooks.LRScheduler(optimizer, scheduler),
-        RecordLR(optimizer, lrs),
-        hooks.PeriodicCheckpointer(checkpointer, period=5, max_iter=10),
-    ])
+    trainer.register_hooks(
+        [
+            hooks.LRScheduler(optimizer, scheduler),
+            RecordLR(optimizer, lrs),
+            hooks.PeriodicCheckpointer(checkpointer, period=5, max_iter=10),
+        ]
+    )
     return trainer, checkpointer
 
 

@@ -252,4 +252,3 @@ def test_unconverted_official_file_is_refused_with_the_command_to_run(tmp_path):
     assert "\n" not in str(e.value)
     assert "official DETR checkpoint" in str(e.value)
     assert "tools/convert_detr_checkpoint.py IN OUT" in str(e.value)
-

@@ -48,7 +48,9 @@ def test_voc_xml_to_coco_boxes():
 def _prepared(name):
     """A sample set built by tools/setup.sh (datasets/prepare_samples.py)."""
     path = os.path.join(dataset_root(None), name, "annotations.json")
-    assert os.path.isfile(path), f"{path} missing: run datasets/prepare_samples.py (tools/setup.sh does)"
+    assert os.path.isfile(
+        path
+    ), f"{path} missing: run datasets/prepare_samples.py (tools/setup.sh does)"
     with open(path) as f:
         return json.load(f)
 

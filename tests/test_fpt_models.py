@@ -206,3 +206,19 @@ def test_faster_rcnn_common_model_has_no_mask_branch():
     model = instantiate(_load("common/models/faster_rcnn_fpt.py").model)
     assert not model.roi_heads.mask_on
     assert isinstance(model.backbone, FPT)
+
+
+def test_shapes_fpn_baseline_differs_from_the_fpt_config_only_in_the_neck():
+    """configs/Shapes/fpn_mask_rcnn_tiny.py: the FPT tiny recipe with detectron2's FPN, so the
+    README's Shapes comparison is at equal data, heads, schedule and seed."""
+    fpn, fpt_cfg = (_load(f"Shapes/{n}_mask_rcnn_tiny.py") for n in ("fpn", "fpt"))
+    assert fpn.model.backbone._target_.__name__ == "FPN"
+    assert LazyConfig.to_py(fpn.model.backbone.bottom_up) == LazyConfig.to_py(
+        fpt_cfg.model.backbone.pyramid.bottom_up
+    )
+    assert fpn.model.backbone.out_channels == fpt_cfg.model.backbone.out_channels == 64
+    for cfg in (fpn, fpt_cfg):
+        del cfg.model.backbone
+        cfg.train.output_dir = ""
+    for key in ("model", "train", "optimizer", "lr_multiplier", "dataloader"):
+        assert LazyConfig.to_py(fpn[key]) == LazyConfig.to_py(fpt_cfg[key]), key

@@ -760,9 +760,7 @@ def test_build_rpe_names_shapes_zero_init(spec, skip, expected):
             assert all(isinstance(m, (IRPE, IRPECross)) for m in module.modules())
     for value in state.values():
         assert value.dtype == torch.float32 and (value == 0).all()
-    assert sum(p.numel() for p in attn.parameters()) == sum(
-        math.prod(s) for s in expected.values()
-    )
+    assert sum(p.numel() for p in attn.parameters()) == sum(math.prod(s) for s in expected.values())
     # reset_parameters zeros again after a random fill
     for module in (attn.rpe_q, attn.rpe_k, attn.rpe_v):
         if module is not None:

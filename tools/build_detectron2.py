@@ -15,6 +15,7 @@ detectron2 is not published on PyPI as a wheel. Its v0.6 Python sources are, as 
 
 Usage: python tools/build_detectron2.py [--force] [--cache DIR]
 """
+
 import argparse
 import hashlib
 import importlib.util
@@ -47,7 +48,8 @@ def index_url():
     if not url:
         out = subprocess.run(
             [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         url = out.stdout.strip() if out.returncode == 0 else ""
     if not url:
@@ -126,8 +128,11 @@ def build_wheel(sdist, outdir):
         driver = SETUP_DRIVER.format(dropped=DROPPED_REQUIREMENTS, outdir=os.path.abspath(outdir))
         log("building the Python-only wheel (ext_modules=[])")
         subprocess.run(
-            [sys.executable, "-c", driver], cwd=src, check=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [sys.executable, "-c", driver],
+            cwd=src,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
     wheels = [f for f in os.listdir(outdir) if f.startswith(WHEEL_GLOB) and f.endswith(".whl")]
     return os.path.join(outdir, wheels[0])
@@ -143,8 +148,10 @@ def main():
         import detectron2
 
         has_c = importlib.util.find_spec("detectron2._C") is not None
-        log(f"using the installed detectron2 {detectron2.__version__} "
-            f"({'with' if has_c else 'without'} compiled ops) at {os.path.dirname(detectron2.__file__)}")
+        log(
+            f"using the installed detectron2 {detectron2.__version__} "
+            f"({'with' if has_c else 'without'} compiled ops) at {os.path.dirname(detectron2.__file__)}"
+        )
         return
     os.makedirs(args.cache, exist_ok=True)
     wheels = [f for f in os.listdir(args.cache) if f.startswith(WHEEL_GLOB) and f.endswith(".whl")]

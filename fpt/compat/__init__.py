@@ -7,6 +7,7 @@ with a real compiled detectron2 they step aside.
 
 :func:`apply` runs once, on ``import fpt``; it is idempotent.
 """
+
 import importlib
 
 from . import (

@@ -1,4 +1,5 @@
 """Re-point names that detectron2 modules imported, for shims that replace an object."""
+
 import sys
 
 

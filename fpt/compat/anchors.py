@@ -9,6 +9,7 @@ Why: detectron2 0.6 calls ``torch.meshgrid(shifts_y, shifts_x)`` without ``index
 (modeling/anchor_generator.py:48), a UserWarning on every forward pass of every RPN/RetinaNet.
 When it can go: when detectron2 passes ``indexing="ij"`` itself (newer than 0.6).
 """
+
 from typing import List
 
 import torch

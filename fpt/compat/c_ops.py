@@ -18,6 +18,7 @@ evaluation/fast_eval_api.py do ``from detectron2 import _C`` at import time, so 
 ``detectron2.modeling`` and ``detectron2.evaluation`` do not import at all.
 When it can go: never for the Python-only install; with a compiled detectron2 it steps aside.
 """
+
 import importlib
 import logging
 import sys
@@ -29,11 +30,19 @@ from torchvision.ops import deform_conv2d
 _MODULE = "detectron2._C"
 # what detectron2 0.6 calls on its compiled module (layers/, evaluation/, utils/collect_env.py)
 _C_FUNCTIONS = (
-    "box_iou_rotated", "roi_align_rotated_forward", "roi_align_rotated_backward",
-    "deform_conv_forward", "deform_conv_backward_input", "deform_conv_backward_filter",
-    "modulated_deform_conv_forward", "modulated_deform_conv_backward",
-    "InstanceAnnotation", "COCOevalEvaluateImages", "COCOevalAccumulate",
-    "get_compiler_version", "get_cuda_version",
+    "box_iou_rotated",
+    "roi_align_rotated_forward",
+    "roi_align_rotated_backward",
+    "deform_conv_forward",
+    "deform_conv_backward_input",
+    "deform_conv_backward_filter",
+    "modulated_deform_conv_forward",
+    "modulated_deform_conv_backward",
+    "InstanceAnnotation",
+    "COCOevalEvaluateImages",
+    "COCOevalAccumulate",
+    "get_compiler_version",
+    "get_cuda_version",
 )
 _verdict = None  # (has compiled ops, why not) once decided
 
@@ -65,7 +74,8 @@ def has_compiled_ops():
         if _verdict[1]:
             logging.getLogger("fpt").warning(
                 "%s: using fpt's Python stand-ins for detectron2's compiled ops instead "
-                "(rebuild detectron2 against this torch to use its own).", _verdict[1],
+                "(rebuild detectron2 against this torch to use its own).",
+                _verdict[1],
             )
     return _verdict[0]
 
@@ -86,15 +96,34 @@ def _missing(feature):
     return op
 
 
-def _deform_conv(x, offset, weight, stride=1, padding=0, dilation=1, groups=1,
-                 deformable_groups=1, im2col_step=64):
+def _deform_conv(
+    x,
+    offset,
+    weight,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    deformable_groups=1,
+    im2col_step=64,
+):
     """detectron2's ``deform_conv`` signature on torchvision (groups and deformable groups are
     read from the weight and offset shapes)."""
     return deform_conv2d(x, offset, weight, stride=stride, padding=padding, dilation=dilation)
 
 
-def _modulated_deform_conv(x, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1,
-                           groups=1, deformable_groups=1):
+def _modulated_deform_conv(
+    x,
+    offset,
+    mask,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    deformable_groups=1,
+):
     """detectron2's ``modulated_deform_conv`` signature on torchvision (DCNv2: ``mask``)."""
     return deform_conv2d(
         x, offset, weight, bias=bias, stride=stride, padding=padding, dilation=dilation, mask=mask
@@ -135,9 +164,7 @@ def _register_rotated_nms():
         return
     _LIBRARY = torch.library.Library("detectron2", "DEF")
     _LIBRARY.define("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor")
-    _LIBRARY.impl(
-        "nms_rotated", _missing("Rotated NMS (nms_rotated)"), "CompositeExplicitAutograd"
-    )
+    _LIBRARY.impl("nms_rotated", _missing("Rotated NMS (nms_rotated)"), "CompositeExplicitAutograd")
 
 
 def apply():

@@ -24,6 +24,7 @@ Why: detectron2 0.6 treats the suffix as part of the file name ("Checkpoint ... 
 When it can go: when fvcore/detectron2 load with ``weights_only`` and an allow-list themselves
 and detectron2 is >= 0.7.
 """
+
 from urllib.parse import parse_qs, urlparse
 import argparse
 import logging
@@ -80,10 +81,13 @@ def safe_globals():
         (multiarray.scalar, "numpy.core.multiarray.scalar"),
     ]
     # each dtype's class (state is set on it when unpickled); not ObjectDType: arbitrary objects
-    allowed += list(dict.fromkeys(
-        cls for name, cls in vars(getattr(np, "dtypes", object)).items()  # numpy >= 1.25
-        if name.endswith("DType") and isinstance(cls, type) and name != "ObjectDType"
-    ))
+    allowed += list(
+        dict.fromkeys(
+            cls
+            for name, cls in vars(getattr(np, "dtypes", object)).items()  # numpy >= 1.25
+            if name.endswith("DType") and isinstance(cls, type) and name != "ObjectDType"
+        )
+    )
     return allowed
 
 
@@ -120,7 +124,9 @@ def load_checkpoint(path):
                 ) from None
             logging.getLogger("fpt").warning(
                 "%s holds %s: fully unpickling it, as %s asks (only for files you trust).",
-                path, ", ".join(names) or "objects torch refuses", UNSAFE_LOAD_ENV,
+                path,
+                ", ".join(names) or "objects torch refuses",
+                UNSAFE_LOAD_ENV,
             )
             f.seek(0)
             return torch.load(f, map_location="cpu", weights_only=False)

@@ -9,6 +9,7 @@ lacks numpy 2's ``copy`` keyword: a DeprecationWarning for every polygon ground-
 (data/detection_utils.py) and every drawn mask (utils/visualizer.py).
 When it can go: when pycocotools' ``Masks.__array__`` accepts ``copy``.
 """
+
 import pycocotools.mask
 from faster_coco_eval.core import mask as faster_mask
 

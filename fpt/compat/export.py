@@ -9,15 +9,27 @@ Why: ``detectron2.utils.analysis`` (``FlopCountAnalysis``, ``parameter_count_tab
 imports ``detectron2.export.TracingAdapter``, so FLOP counting failed on import.
 When it can go: when detectron2 is >= 0.7 (its export no longer imports caffe2 eagerly).
 """
+
 import importlib
 import importlib.util
 import os
 import sys
 import types
 
-_CAFFE2_NAMES = {"Caffe2Tracer", "Caffe2Model", "export_caffe2_model", "export_onnx_model",
-                 "add_export_config", "api", "caffe2_export", "caffe2_inference",
-                 "caffe2_modeling", "caffe2_patch", "c10", "shared"}
+_CAFFE2_NAMES = {
+    "Caffe2Tracer",
+    "Caffe2Model",
+    "export_caffe2_model",
+    "export_onnx_model",
+    "add_export_config",
+    "api",
+    "caffe2_export",
+    "caffe2_inference",
+    "caffe2_modeling",
+    "caffe2_patch",
+    "c10",
+    "shared",
+}
 
 
 def _getattr(name):

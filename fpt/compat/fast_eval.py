@@ -18,6 +18,7 @@ and ``_C.COCOevalAccumulate``, which the Python-only install lacks. faster_coco_
 ``area``/``iscrowd`` where pycocotools raises.
 When it can go: never for the Python-only install; with a compiled detectron2 it steps aside.
 """
+
 import copy
 import logging
 import time
@@ -81,12 +82,22 @@ class COCOeval_opt(COCOeval):
         # pycocotools' computeOks ignores useCats=0 (it looks up category -1: no OKS at all),
         # which the C++ matcher does not accept
         keypoints_without_cats = p.iouType == "keypoints" and not p.useCats
-        if (not keypoints_without_cats and _all_have(self._gts, _GT_FIELDS)
-                and _all_have(self._dts, _DT_FIELDS)):
+        if (
+            not keypoints_without_cats
+            and _all_have(self._gts, _GT_FIELDS)
+            and _all_have(self._dts, _DT_FIELDS)
+        ):
             ious = [[self.ious[imgId, catId] for catId in catIds] for imgId in p.imgIds]
             self._evalImgs_cpp = _fast_cpp.COCOevalEvaluateImages(
-                p.areaRng, maxDet, p.iouThrs, ious, _dataset(self._gts), _dataset(self._dts),
-                p.imgIds, p.catIds, bool(p.useCats),
+                p.areaRng,
+                maxDet,
+                p.iouThrs,
+                ious,
+                _dataset(self._gts),
+                _dataset(self._dts),
+                p.imgIds,
+                p.catIds,
+                bool(p.useCats),
             )
         else:  # pycocotools' matcher (and its KeyError for a missing field)
             self.evalImgs = [

@@ -11,6 +11,7 @@ and ``_LRScheduler`` is a deprecated subclass of it, so their state was silently
 checkpoints and ``--resume`` restarted their schedule from the beginning.
 When it can go: when detectron2 checks ``LRScheduler`` there (newer than 0.6).
 """
+
 import functools
 import logging
 

@@ -11,6 +11,7 @@ index with ``self._rng.sample(self._fallback_candidates, k=1)`` on a ``set``
 training crashed at the first skipped image.
 When it can go: when detectron2 samples from a sequence there (newer than 0.6).
 """
+
 import collections.abc
 import functools
 import random

@@ -8,6 +8,7 @@ batch_norm.py:136), so ViTDet's ``conv_norm="LN"`` heads cannot be expressed; ne
 has "LN". Norm names are how configs talk to the heads (``FastRCNNConvFCHead(conv_norm=...)``).
 When it can go: when detectron2 is >= 0.7 and has every name registered here.
 """
+
 from ._repoint import repoint
 
 _EXTRA_NORMS = {}

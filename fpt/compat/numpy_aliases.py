@@ -13,6 +13,7 @@ data/datasets/pascal_voc.py:35, data/build.py:171). In data/build.py:171 the use
 skipped.
 When it can go: when detectron2 is >= 0.7.
 """
+
 import builtins
 import importlib
 import types

@@ -6,6 +6,7 @@ Why: detectron2 0.6 uses ``Image.LINEAR`` as a default argument
 Scope: process-wide (``PIL.Image`` is shared), additive only: names Pillow no longer has.
 When it can go: when detectron2 is >= 0.7 (it uses ``Image.BILINEAR``).
 """
+
 from PIL import Image
 
 # removed name -> current member (Pillow 10 release notes)

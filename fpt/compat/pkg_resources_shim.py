@@ -8,6 +8,7 @@ Why: detectron2/model_zoo/model_zoo.py:4 imports it, so ``detectron2.model_zoo``
 ``model_zoo.get_config``) fail to import.
 When it can go: when detectron2 is >= 0.7 (it uses importlib).
 """
+
 import importlib
 import importlib.resources
 import importlib.util

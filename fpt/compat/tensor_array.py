@@ -13,6 +13,7 @@ the protocol allows: the same arrays as before (same dtype, memory shared unless
 for), only the keyword is accepted, and it steps aside when torch's method has ``copy``.
 When it can go: when torch's ``Tensor.__array__`` accepts ``copy`` (then this steps aside).
 """
+
 import inspect
 
 import torch

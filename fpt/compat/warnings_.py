@@ -7,6 +7,7 @@ the same warning from the user's own code still shows.
 Why: torch 2.10 deprecated ``torch.jit.script``; the scripted helpers still work.
 When it can go: when fvcore/detectron2 stop scripting at import time.
 """
+
 import contextlib
 import warnings
 

@@ -18,6 +18,7 @@ def dataset_root(root=None):
     detectron2's builtin datasets)."""
     return os.path.expanduser(root or os.getenv("DETECTRON2_DATASETS", "datasets"))
 
+
 __all__ = ["DatasetError", "register_coco", "check_registered", "check_files", "check_image_files"]
 
 

@@ -1,4 +1,5 @@
 """Small reusable building blocks shared by our models."""
+
 from .norm import LayerNorm
 from .drop_path import DropPath, drop_path
 from .rel_pos import (

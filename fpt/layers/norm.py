@@ -1,4 +1,5 @@
 """Normalization layers for convolutional feature maps."""
+
 import torch
 from torch import nn
 

@@ -1,5 +1,6 @@
 """Our models. Importing this package registers our backbones in ``BACKBONE_REGISTRY`` and DETR
 in ``META_ARCH_REGISTRY``."""
+
 from .vit import ViT, get_vit_lr_decay_rate  # noqa: E402
 from .simple_pyramid import (  # noqa: E402
     SimpleFeaturePyramid,
