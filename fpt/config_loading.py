@@ -2,6 +2,8 @@
 lives in :mod:`fpt.config` (:mod:`~fpt.config.loading`, :mod:`~fpt.config.overrides`,
 :mod:`~fpt.config.errors`), and ``first_line`` in :mod:`fpt.utils.text`."""
 
+import warnings
+
 from .config import (  # noqa: F401
     TRAIN_DEFAULTS,
     ConfigError,
@@ -27,3 +29,10 @@ __all__ = [
     "is_lazy_config",
     "load_config",
 ]
+
+warnings.warn(
+    "fpt.config_loading is deprecated and will be removed in the next release: import from "
+    "fpt.config (first_line: fpt.utils.text)",
+    FutureWarning,
+    stacklevel=2,
+)

@@ -125,3 +125,13 @@ def test_set_weights_in_the_config_itself(configs):
         run.set_weights("other.pth")
         assert run.weights == "other.pth" and run.train_settings().init_checkpoint == "other.pth"
         assert getattr(run.cfg, "is_frozen", lambda: False)() == frozen
+
+
+def test_the_old_config_loading_module_still_works_and_says_where_to_go():
+    import importlib
+    import sys
+
+    sys.modules.pop("fpt.config_loading", None)
+    with pytest.warns(FutureWarning, match="import from fpt.config"):
+        old = importlib.import_module("fpt.config_loading")
+    assert old.load_config is load_config and old.ConfigError is ConfigError
