@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import fpt  # noqa: F401  (applies fpt.compat)
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+from fpt.compat.fast_eval import evaluate_predictions_on_coco
 from faster_coco_eval.core import mask as mask_util
 from pycocotools.coco import COCO
 
@@ -100,7 +100,7 @@ def main():
         for fast in (False, True):
             t = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
-                runs[fast] = _evaluate_predictions_on_coco(coco_gt, d, iou_type, use_fast_impl=fast)
+                runs[fast] = evaluate_predictions_on_coco(coco_gt, d, iou_type, use_fast_impl=fast)
             runs[fast] = (time.perf_counter() - t, runs[fast].stats)
         (t_ref, s_ref), (t_fast, s_fast) = runs[False], runs[True]
         print(

@@ -15,8 +15,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import fpt  # noqa: F401
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
-from detectron2.evaluation.fast_eval_api import COCOeval_opt
+from fpt.compat.fast_eval import COCOeval_opt, evaluate_predictions_on_coco
+from detectron2.evaluation import fast_eval_api
 from faster_coco_eval.core import mask as mask_util
 
 H, W, K = 160, 200, 17
@@ -184,14 +184,32 @@ def test_detectron2_evaluate_predictions_fast_path(iou_type):
     for fast in (True, False):
         coco_gt, _ = _coco(gt, dets)
         with contextlib.redirect_stdout(io.StringIO()):
-            ev = _evaluate_predictions_on_coco(
+            ev = evaluate_predictions_on_coco(
                 coco_gt,
                 copy.deepcopy(dets),
                 iou_type,
                 kpt_oks_sigmas=[0.05] * K if iou_type == "keypoints" else None,
                 use_fast_impl=fast,
             )
-        assert isinstance(ev, COCOeval_opt) == fast
+        assert isinstance(ev, fast_eval_api.COCOeval_opt) == fast  # detectron2's own with _C
         stats[fast] = ev.stats
     assert stats[False][0] > 0.05
     np.testing.assert_allclose(stats[True], stats[False], atol=1e-12)
+
+
+def test_detectron2_defaults_take_the_fast_path():
+    """detectron2's own function called with its default arguments evaluates with the fast
+    implementation in use (0.6: ``use_fast_impl=True``; main: the default ``cocoeval_fn``,
+    bound when detectron2 was imported), and gives pycocotools' numbers."""
+    from detectron2.evaluation import coco_evaluation
+
+    gt, dets = _dataset(seed=2)
+    coco_gt, _ = _coco(gt, dets)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = coco_evaluation._evaluate_predictions_on_coco(coco_gt, copy.deepcopy(dets), "bbox")
+        ref = evaluate_predictions_on_coco(
+            coco_gt, copy.deepcopy(dets), "bbox", use_fast_impl=False
+        )
+    assert type(ev) is coco_evaluation.COCOeval_opt
+    assert type(ref) is COCOeval
+    np.testing.assert_allclose(ev.stats, ref.stats, atol=1e-12)

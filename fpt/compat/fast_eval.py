@@ -136,11 +136,35 @@ class COCOeval_opt(COCOeval):
         logger.info("COCOeval_opt.accumulate() finished in %.2f seconds.", time.time() - tic)
 
 
+def evaluate_predictions_on_coco(coco_gt, coco_results, iou_type, use_fast_impl=True, **kwargs):
+    """detectron2's ``coco_evaluation._evaluate_predictions_on_coco`` with the fast
+    (``COCOeval_opt``) or the pycocotools path, on either detectron2: 0.6 takes
+    ``use_fast_impl=``, main ``cocoeval_fn=`` (told apart by the signature). ``kwargs`` go through
+    (``kpt_oks_sigmas``, ``img_ids``, ...)."""
+    import inspect
+
+    from detectron2.evaluation import coco_evaluation
+
+    evaluate = coco_evaluation._evaluate_predictions_on_coco
+    if "cocoeval_fn" in inspect.signature(evaluate).parameters:
+        kwargs["cocoeval_fn"] = coco_evaluation.COCOeval_opt if use_fast_impl else COCOeval
+    else:
+        kwargs["use_fast_impl"] = use_fast_impl
+    return evaluate(coco_gt, coco_results, iou_type, **kwargs)
+
+
 def apply():
     if c_ops.has_compiled_ops():
         return
     import detectron2.evaluation.coco_evaluation as coco_evaluation
     import detectron2.evaluation.fast_eval_api as fast_eval_api
 
+    original = fast_eval_api.COCOeval_opt
     fast_eval_api.COCOeval_opt = COCOeval_opt
     coco_evaluation.COCOeval_opt = COCOeval_opt
+    # detectron2 main binds it as a default argument too: cocoeval_fn=COCOeval_opt
+    evaluate = coco_evaluation._evaluate_predictions_on_coco
+    if evaluate.__defaults__:
+        evaluate.__defaults__ = tuple(
+            COCOeval_opt if d is original else d for d in evaluate.__defaults__
+        )

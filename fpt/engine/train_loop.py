@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.engine import SimpleTrainer, TrainerBase
+from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
 __all__ = ["AccumulatingAMPTrainer", "NonFiniteLossError", "clip_gradients"]
@@ -71,11 +71,13 @@ class AccumulatingAMPTrainer(SimpleTrainer):
         """
         if iter_size < 1:
             raise ValueError(f"train.iter_size must be >= 1, got {iter_size}")
-        # super().__init__ calls iter(data_loader), which would start the loader's workers
-        # before a resumed sampler knows where to start: iterate lazily instead.
-        TrainerBase.__init__(self)
-        model.train()
-        self.model, self.data_loader, self.optimizer = model, data_loader, optimizer
+        # SimpleTrainer.__init__ sets what its methods read (detectron2 main: the metric
+        # gathering period, the metric-writing executor that after_train shuts down). detectron2
+        # 0.6's also calls iter(data_loader), which would start the loader's workers before a
+        # resumed sampler knows where to start: it gets an empty iterable, and the real loader
+        # is iterated lazily (_next_batch).
+        super().__init__(model, (), optimizer)
+        self.data_loader = data_loader
         self._iterator = None
         self.device_type = torch.device(device).type
         self.amp = amp
@@ -145,6 +147,8 @@ class AccumulatingAMPTrainer(SimpleTrainer):
                 (self.grad_scaler.scale(loss) if self.grad_scaler else loss).backward()
             for k, v in loss_dict.items():
                 totals[k] = totals.get(k, 0.0) + v.detach().float() / self.iter_size
+        if hasattr(self, "after_backward"):  # detectron2 main: hooks' after_backward
+            self.after_backward()
         self._write_metrics(totals, data_time)
         if self.clip:
             if self.grad_scaler:
