@@ -286,12 +286,16 @@ def test_numpy_aliases_and_pillow_constants():
 
 
 def test_ln_norm_name():
+    """"LN" is detectron2's own LayerNorm where detectron2 has one (main), else fpt's (0.6)."""
+    import detectron2.layers.batch_norm
     from detectron2.layers import get_norm
 
     from fpt.layers import LayerNorm
 
     ln = get_norm("LN", 6)
-    assert isinstance(ln, LayerNorm)
+    expected = getattr(detectron2.layers.batch_norm, "LayerNorm", LayerNorm)
+    assert type(ln) is expected
+    assert [n for n, _ in ln.named_parameters()] == ["weight", "bias"]  # same checkpoint keys
     x = torch.randn(2, 6, 4, 5)
     ref = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6).permute(0, 3, 1, 2)
     torch.testing.assert_close(ln(x), ref)

@@ -4,12 +4,17 @@ detectron2 0.6's version has no per-parameter lr factor, which ViTDet's layer-wi
 (``lr_factor_func=partial(get_vit_lr_decay_rate, ...)``) needs. This wraps it: the groups are
 built by detectron2, then each parameter's lr is multiplied by ``lr_factor_func(name)`` unless an
 ``overrides`` entry sets its lr explicitly (newer detectron2 applies overrides after the factor).
+With a detectron2 whose function takes ``lr_factor_func`` itself (main), it is called as is.
 """
+
+import inspect
 
 from detectron2.solver.build import get_default_optimizer_params as _d2_default_optimizer_params
 from detectron2.solver.build import reduce_param_groups
 
 __all__ = ["get_default_optimizer_params"]
+
+_NATIVE = "lr_factor_func" in inspect.signature(_d2_default_optimizer_params).parameters
 
 
 def get_default_optimizer_params(
@@ -33,8 +38,7 @@ def get_default_optimizer_params(
     Returns:
         list[dict]: parameter groups for a ``torch.optim`` optimizer.
     """
-    groups = _d2_default_optimizer_params(
-        model,
+    kwargs = dict(
         base_lr=base_lr,
         weight_decay=weight_decay,
         weight_decay_norm=weight_decay_norm,
@@ -42,6 +46,9 @@ def get_default_optimizer_params(
         weight_decay_bias=weight_decay_bias,
         overrides=overrides,
     )
+    if _NATIVE:
+        return _d2_default_optimizer_params(model, lr_factor_func=lr_factor_func, **kwargs)
+    groups = _d2_default_optimizer_params(model, **kwargs)
     if lr_factor_func is None:
         return groups
     if base_lr is None:
