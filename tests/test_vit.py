@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import detectron2.layers.batch_norm
+
 from fpt.layers import (
     DropPath,
     LayerNorm,
@@ -273,7 +275,9 @@ def test_window_block_matches_per_window_attention_with_padding(attn_impl):
 def test_res_bottleneck_block_starts_as_identity_and_learns():
     torch.manual_seed(0)
     blk = ResBottleneckBlock(16, 16, 8)
-    assert isinstance(blk.norm1, LayerNorm) and blk.norm1.eps == 1e-6
+    # "LN": detectron2's own channels-first LayerNorm where it has one (main), else fpt's
+    ln = getattr(detectron2.layers.batch_norm, "LayerNorm", LayerNorm)
+    assert type(blk.norm1) is ln and blk.norm1.eps == 1e-6
     x = torch.randn(2, 16, 5, 5)
     torch.testing.assert_close(blk(x), x)
     blk.norm3.bias.data.fill_(0.25)
