@@ -45,7 +45,8 @@ def jit_warnings_checked():
     bad = []
     for w in caught:
         text = str(w.message)
-        if issubclass(w.category, FutureWarning) and re.search(JIT_DEPRECATED, text):
+        deprecation = (FutureWarning, DeprecationWarning)  # torch >= 2.14, torch 2.10-2.13
+        if issubclass(w.category, deprecation) and re.search(JIT_DEPRECATED, text):
             continue
         in_library = os.path.abspath(w.filename).startswith(LIBRARY_DIRS)
         if issubclass(w.category, torch.jit.TracerWarning) and in_library:

@@ -1,4 +1,4 @@
-"""Adapts detectron2 v0.6 to today's stack (torch 2.x, numpy 2, Pillow >= 10, Python 3.11).
+"""Adapts detectron2 (v0.6 and main) to today's stack (torch 2.x, numpy 2, Pillow >= 10, Python 3.11).
 
 Everything that changes detectron2's behaviour from our side lives in this package, one
 concern per module. Each shim says *what* it does, *why*, and *when it can go*. Shims that
@@ -17,6 +17,7 @@ from . import (
     coco_masks,
     export,
     fast_eval,
+    fx_tracing,
     lr_scheduler,
     map_dataset,
     norms,
@@ -24,6 +25,7 @@ from . import (
     pillow,
     pkg_resources_shim,
     tensor_array,
+    timm_layers,
     training,
     warnings_,
 )
@@ -68,6 +70,8 @@ def apply():
         map_dataset.apply()
         lr_scheduler.apply()
         numpy_aliases.apply()
+        timm_layers.apply()
+        fx_tracing.apply()
         for module in _IMPORTED_EAGERLY:
             importlib.import_module(module)
     # last: these re-point names in every imported detectron2 module

@@ -1,17 +1,17 @@
-"""``pkg_resources`` is gone from current setuptools (removed in setuptools 81).
+"""``pkg_resources`` is gone from current setuptools (81 deprecates it, 82 removes it).
 
-What: when ``import pkg_resources`` fails, import ``detectron2.model_zoo`` with a minimal
-stand-in module that provides the one function it uses, ``resource_filename``, on top of
-:mod:`importlib.resources`. The stand-in is visible only during that import, so other packages
-that probe for ``pkg_resources`` still see that it is absent.
-Why: detectron2/model_zoo/model_zoo.py:4 imports it, so ``detectron2.model_zoo`` (and
-``model_zoo.get_config``) fail to import.
-When it can go: when detectron2 is >= 0.7 (it uses importlib).
+What: import ``detectron2.model_zoo`` with a minimal stand-in module as ``pkg_resources`` that
+provides the one function it uses, ``resource_filename``, on top of :mod:`importlib.resources`.
+The stand-in is visible only during that import (a ``pkg_resources`` that was already imported
+is put back after it), so other packages still see the real one, or that it is absent.
+Why: detectron2/model_zoo/model_zoo.py:4 (0.6 and main) imports it, so with setuptools >= 82
+``detectron2.model_zoo`` (and ``model_zoo.get_config``) fail to import, and with setuptools 81
+the import warns ("pkg_resources is deprecated as an API") in every process.
+When it can go: when detectron2 uses importlib.resources.
 """
 
 import importlib
 import importlib.resources
-import importlib.util
 import os
 import sys
 import types
@@ -23,12 +23,16 @@ def resource_filename(package, resource):
 
 
 def apply():
-    if importlib.util.find_spec("pkg_resources") is not None:
+    if "detectron2.model_zoo" in sys.modules:
         return
     stand_in = types.ModuleType("pkg_resources", "fpt.compat stand-in: resource_filename only")
     stand_in.resource_filename = resource_filename
+    previous = sys.modules.get("pkg_resources")
     sys.modules["pkg_resources"] = stand_in
     try:
         importlib.import_module("detectron2.model_zoo")
     finally:
-        del sys.modules["pkg_resources"]
+        if previous is None:
+            del sys.modules["pkg_resources"]
+        else:
+            sys.modules["pkg_resources"] = previous

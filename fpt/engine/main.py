@@ -46,11 +46,16 @@ def register_datasets(cfg, args):
         register_coco(name, json_file, image_root)
 
 
+def datasets_needed(config, args):
+    """The datasets a run reads: the test sets for ``--eval-only``, else training and test sets."""
+    return config.test_dataset_names if args.eval_only else config.dataset_names
+
+
 def main(args):
     """One worker: set up, then evaluate (``--eval-only``) or train. Returns the results."""
     config = RunConfig(load_config(args.config_file, args.opts))
     register_datasets(config, args)
-    check_registered(config.dataset_names)
+    check_registered(datasets_needed(config, args))
     s = config.train_settings()
     default_setup(config, args, s.output_dir, s.seed)
     if args.eval_only:
@@ -86,7 +91,7 @@ def run(argv=None):
         # fail fast, in the parent process: config, overrides and dataset names/paths
         config = RunConfig(load_config(args.config_file, args.opts))
         register_datasets(config, args)
-        check_registered(config.dataset_names)
+        check_registered(datasets_needed(config, args))
         launch(
             main,
             args.num_gpus,

@@ -33,7 +33,8 @@ OPSET = 17
 # TorchScript-based ONNX exporter in favour of torch.export, which cannot capture detectron2's
 # data-dependent inference; the export path uses them on purpose and says so in the README.
 _DEPRECATIONS = (
-    (FutureWarning, r"`torch\.jit\.\w+` is deprecated"),
+    (FutureWarning, r"`torch\.jit\.\w+` is deprecated"),  # torch >= 2.14
+    (DeprecationWarning, r"`torch\.jit\.\w+` is deprecated"),  # torch 2.10-2.13
     (DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export"),
     (DeprecationWarning, r"The feature will be removed\. Please remove usage of this function"),
 )
