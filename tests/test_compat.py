@@ -286,7 +286,7 @@ def test_numpy_aliases_and_pillow_constants():
 
 
 def test_ln_norm_name():
-    """"LN" is detectron2's own LayerNorm where detectron2 has one (main), else fpt's (0.6)."""
+    """ "LN" is detectron2's own LayerNorm where detectron2 has one (main), else fpt's (0.6)."""
     import detectron2.layers.batch_norm
     from detectron2.layers import get_norm
 
@@ -413,7 +413,9 @@ def test_installed_detectron2_wheel_contract():
     assert not pins, requires  # an extra's pin (main: black==22.3.0 for "dev") is not installed
     cfg = model_zoo.get_config("common/models/mask_rcnn_fpn.py")
     assert cfg.model.roi_heads.num_classes == 80
-    assert model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml").MODEL.WEIGHTS
+    assert model_zoo.get_config(
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+    ).MODEL.WEIGHTS
 
 
 def test_class_histogram_is_no_longer_skipped(caplog):

@@ -368,8 +368,25 @@ def test_rpe_attention_equals_naive_reference(spec, masked, monkeypatch):
     assert tables and all(t.abs().sum() > 0 for t in tables)
 
 
+def test_padding_bias_plus_large_terms_stays_finite_in_fp16():
+    """The padded-key bias leaves room for the logits and iRPE terms: no -inf in fp16."""
+    from fpt.modeling.detr.transformer import _padding_bias
+
+    mask = torch.tensor([[False, True, True]])
+    bias = _padding_bias(mask, torch.tensor([[False, False, True]]), torch.float16)
+    logits = torch.full((1, 1, 1, 3), -2000.0, dtype=torch.float16)  # logits + iRPE terms
+    total = bias + logits
+    assert torch.isfinite(total).all() and total.dtype == torch.float16
+    assert total[0, 0, 0, 1] < -30000 and total[0, 0, 0, 2] == total[0, 0, 0, 1]  # masked twice
+    assert torch.softmax(total.float(), -1)[0, 0, 0].tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("spec", [None, "rpe-2.0-product-ctx-1-k", "rpe-2.0-product-ctx-1-kv"])
-def test_rpe_attention_fully_padded_rows_average_uniformly(spec):
+def test_rpe_attention_fully_padded_rows_average_uniformly(spec, dtype):
+    """Also in fp16, where the padding bias plus a negative iRPE term must not reach -inf (NaN
+    rows). The uniform average is checked in fp32: in fp16, kernels that add the bias in fp32
+    (CPU SDPA) keep the logits' differences on a fully padded row."""
     hw, B, C = (2, 3), 2, 8
     L = 6
     torch.manual_seed(0)
@@ -377,11 +394,18 @@ def test_rpe_attention_fully_padded_rows_average_uniformly(spec):
     for name, param in mod.named_parameters():
         if "lookup_table" in name:
             nn.init.normal_(param)
-    query, key, value = [x.detach().float() for x in random_inputs(L, B, C, seed=5)]
+    mod = mod.to(dtype)
+    query, key, value = [x.detach().to(dtype) for x in random_inputs(L, B, C, seed=5)]
     mask = torch.zeros(B, L, dtype=torch.bool)
     mask[1] = True  # image 1: no valid key at all
     out = mod(query, key, value, hw=hw, key_padding_mask=mask)[0]
     assert torch.isfinite(out).all()
+    # image 0 is unaffected by image 1's padding
+    alone = mod(query[:, :1], key[:, :1], value[:, :1], hw=hw)[0]
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(out[:, :1], alone, atol=tol, rtol=tol)
+    if dtype != torch.float32:
+        return
     w_v, b_v = mod.in_proj_weight.chunk(3)[2], mod.in_proj_bias.chunk(3)[2]
     v = (value[:, 1] @ w_v.T + b_v).view(L, 2, 4)  # (L, heads, D)
     mean = v.mean(0).expand(L, 2, 4)
@@ -391,9 +415,6 @@ def test_rpe_attention_fully_padded_rows_average_uniformly(spec):
         mean = mean + table[ids].mean(1)[:, None, :]
     expected = mod.out_proj(mean.reshape(L, C))
     torch.testing.assert_close(out[:, 1], expected, atol=1e-5, rtol=1e-5)
-    # image 0 is unaffected by image 1's padding
-    alone = mod(query[:, :1], key[:, :1], value[:, :1], hw=hw)[0]
-    torch.testing.assert_close(out[:, :1], alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -120,6 +120,17 @@ def test_non_finite_loss_stops_with_iteration_and_names():
         _step(Regression(), data)
 
 
+def test_non_finite_micro_batch_stops_before_the_step():
+    """With accumulation, a NaN in the first micro-batch stops the iteration (checked once, after
+    the micro-batches) and no optimizer step is taken."""
+    data = [[(torch.full((4,), float("nan")), torch.zeros(1))], _batches(1, 1)[0]]
+    model = Regression()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(NonFiniteLossError, match=r"iteration 0 .*loss_mse"):
+        _step(model, data, iter_size=2)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_ema_follows_the_formula():
     model = Regression()
     ema = EMAHook(model, decay=0.9)

@@ -114,7 +114,8 @@ class AccumulatingAMPTrainer(SimpleTrainer):
         return loss_dict
 
     def _check_finite(self, loss_dict):
-        """Raise :class:`NonFiniteLossError` on every rank if any rank's loss is not finite."""
+        """Raise :class:`NonFiniteLossError` on every rank if any rank's loss is not finite
+        (``loss_dict``: this iteration's losses, averaged over its micro-batches)."""
         bad = [k for k, v in loss_dict.items() if not torch.isfinite(v.detach()).all()]
         flag = torch.tensor([float(len(bad))], device=next(iter(loss_dict.values())).device)
         if comm.get_world_size() > 1:
@@ -142,11 +143,13 @@ class AccumulatingAMPTrainer(SimpleTrainer):
             )
             with sync:
                 loss_dict = self._forward(data)
-                self._check_finite(loss_dict)
                 loss = sum(loss_dict.values()) / self.iter_size
                 (self.grad_scaler.scale(loss) if self.grad_scaler else loss).backward()
             for k, v in loss_dict.items():
                 totals[k] = totals.get(k, 0.0) + v.detach().float() / self.iter_size
+        # once per iteration (one device sync), before any step: a non-finite micro-batch loss
+        # makes its total non-finite
+        self._check_finite(totals)
         if hasattr(self, "after_backward"):  # detectron2 main: hooks' after_backward
             self.after_backward()
         self._write_metrics(totals, data_time)

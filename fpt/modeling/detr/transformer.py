@@ -23,19 +23,28 @@ __all__ = [
 ]
 
 
+def _masked_value(dtype):
+    """The logit bias of a masked key: half of ``dtype``'s lowest value. Not -inf, so that a
+    query with no valid key gives no NaN; not the lowest value itself, so that adding the
+    logits, iRPE terms or another mask (each above half of it) stays finite (in fp16: -32752,
+    where -65504 plus an iRPE term below -16 overflowed to -inf)."""
+    return torch.finfo(dtype).min / 2
+
+
 def _padding_bias(key_padding_mask, attn_mask, dtype):
-    """Additive (B, 1, L or 1, S) mask: ``finfo(dtype).min`` on padded keys (not -inf: a query
-    with no valid key averages uniformly instead of giving NaN) plus ``attn_mask``; or None."""
+    """Additive (B, 1, L or 1, S) mask: :func:`_masked_value` on padded keys plus
+    ``attn_mask``, no lower than :func:`_masked_value` (a key masked twice too); or None."""
     bias = None
     if key_padding_mask is not None:
         bias = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
-        bias = bias.masked_fill(key_padding_mask, torch.finfo(dtype).min)[:, None, None, :]
+        bias = bias.masked_fill(key_padding_mask, _masked_value(dtype))[:, None, None, :]
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
             attn_mask = torch.zeros_like(attn_mask, dtype=dtype).masked_fill(
-                attn_mask, torch.finfo(dtype).min
+                attn_mask, _masked_value(dtype)
             )
         bias = attn_mask.to(dtype) if bias is None else bias + attn_mask.to(dtype)
+        bias = bias.clamp(min=_masked_value(dtype))
     return bias
 
 
