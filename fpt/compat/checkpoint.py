@@ -21,6 +21,8 @@ Also: ``DetectionCheckpointer.load`` understands the ``?matching_heuristics=True
 newer detectron2 (used by upstream ViTDet configs for MAE weights: load a checkpoint whose keys
 lack the model's prefixes, e.g. ``blocks.0...`` into ``backbone.net.blocks.0...``).
 Why: detectron2 0.6 treats the suffix as part of the file name ("Checkpoint ... not found").
+detectron2 main parses it itself (found by its checkpointer's ``_parsed_url_during_load``): then
+only the safe loading applies.
 When it can go: when fvcore/detectron2 load with ``weights_only`` and an allow-list themselves
 and detectron2 is >= 0.7.
 """
@@ -144,6 +146,12 @@ def _split_query(path):
     return parsed._replace(query="").geturl(), heuristics
 
 
+def _understands_queries(checkpointer_class):
+    """Whether ``DetectionCheckpointer.load`` parses a ``?...`` query itself (main keeps the
+    parsed URL in ``_parsed_url_during_load``, set by its constructor)."""
+    return hasattr(checkpointer_class(torch.nn.Module()), "_parsed_url_during_load")
+
+
 def apply():
     from detectron2.checkpoint import DetectionCheckpointer
     from fvcore.common.checkpoint import Checkpointer
@@ -152,6 +160,8 @@ def apply():
         return load_checkpoint(f)
 
     Checkpointer._load_file = _load_file
+    if _understands_queries(DetectionCheckpointer):
+        return
 
     load, load_file = DetectionCheckpointer.load, DetectionCheckpointer._load_file
 

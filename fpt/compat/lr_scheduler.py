@@ -9,6 +9,8 @@ Why: the hook checks ``isinstance(scheduler, torch.optim.lr_scheduler._LRSchedul
 (engine/hooks.py:365,370); since torch 2.0 the built-in schedulers derive from ``LRScheduler``
 and ``_LRScheduler`` is a deprecated subclass of it, so their state was silently left out of
 checkpoints and ``--resume`` restarted their schedule from the beginning.
+Steps aside where the hook's module checks against torch's ``LRScheduler`` itself (detectron2
+main imports it there as ``_LRScheduler``).
 When it can go: when detectron2 checks ``LRScheduler`` there (newer than 0.6).
 """
 
@@ -29,6 +31,8 @@ def apply():
 
     hook = hooks.LRScheduler
     if getattr(hook.state_dict, "__fpt_patched__", False):
+        return
+    if getattr(hooks, "_LRScheduler", None) is TorchLRScheduler:  # main checks torch's base class
         return
     state_dict, load_state_dict = hook.state_dict, hook.load_state_dict
 

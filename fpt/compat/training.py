@@ -38,6 +38,7 @@ def _serialize_to_tensor(data, group):
 def apply():
     from detectron2.utils import comm
 
-    comm._serialize_to_tensor = _serialize_to_tensor
+    if hasattr(comm, "_serialize_to_tensor"):  # 0.6; main gathers with torch's *_object calls
+        comm._serialize_to_tensor = _serialize_to_tensor
     coco_logger = logging.getLogger("detectron2.evaluation.coco_evaluation")
     coco_logger.warn = coco_logger.warning
