@@ -95,3 +95,9 @@ def test_python_only_wheel_of_a_source_tree(tmp_path):
     assert "detectron2/model_zoo/configs/COCO/a.yaml" in names
     assert not [n for n in names if n.endswith((".so", ".cpp"))]
     assert "Requires-Dist: numpy" in metadata and "black" not in metadata
+
+
+def test_a_missing_source_path_is_one_line(tmp_path):
+    missing = str(tmp_path / "detectron2-main.tar.gz")
+    with pytest.raises(SystemExit, match=r"FPT_DETECTRON2=.*detectron2-main\.tar\.gz: no such file"):
+        build.build_from_source(missing, python_only=True, force=False)

@@ -302,6 +302,14 @@ def install_wheel(wheel):
 def build_from_source(spec, python_only, force):
     import torch
 
+    looks_like_a_path = "://" not in spec and (
+        os.sep in spec or spec.endswith((".tar.gz", ".tgz", ".zip"))
+    )
+    if looks_like_a_path and not os.path.exists(spec):
+        fail(
+            f"FPT_DETECTRON2={spec}: no such file or folder (a detectron2 source tree, a source "
+            "archive, or a pip requirement such as git+https://...@COMMIT)"
+        )
     spec = os.path.abspath(spec) if os.path.exists(spec) else spec
     want = {
         "source": spec,
