@@ -182,9 +182,9 @@ def cuda_decision():
     return False, "no nvcc found (set CUDA_HOME)"
 
 
-def build_compiled(src, outdir):
-    """A wheel of the tree ``src`` with its compiled ops (C++, and CUDA when decided so)."""
-    cuda, why = cuda_decision()
+def build_compiled(src, outdir, cuda, why):
+    """A wheel of the tree ``src`` with its compiled ops: C++, and CUDA when ``cuda`` (``why``:
+    the reason, from :func:`cuda_decision`)."""
     env = dict(os.environ)
     if cuda:
         env["FORCE_CUDA"] = "1"  # detectron2's setup.py otherwise needs a visible GPU
@@ -311,11 +311,12 @@ def build_from_source(spec, python_only, force):
             "archive, or a pip requirement such as git+https://...@COMMIT)"
         )
     spec = os.path.abspath(spec) if os.path.exists(spec) else spec
+    cuda = None if python_only else cuda_decision()  # (build the CUDA ops?, why)
     want = {
         "source": spec,
         "digest": source_digest(spec),
         "python_only": python_only,
-        "cuda": None if python_only else cuda_decision()[0],
+        "cuda": None if python_only else cuda[0],
         "torch": torch.__version__,
     }
     have = installed_record()
@@ -339,7 +340,9 @@ def build_from_source(spec, python_only, force):
         else:
             src = fetch_requirement(spec, tmp)
         log(f"building detectron2 from {spec} ({route_name(want)})")
-        wheel = build_python_only(src, outdir) if python_only else build_compiled(src, outdir)
+        wheel = (
+            build_python_only(src, outdir) if python_only else build_compiled(src, outdir, *cuda)
+        )
         install_wheel(wheel)
     with open(RECORD, "w") as f:
         json.dump(want, f, indent=1)
