@@ -539,6 +539,98 @@ def test_detr_tiny_cuda_matches_cpu(enc_rpe):
         assert_close_rel(dev_losses[k], cpu_losses[k], 1e-4, k)
 
 
+def _padding_mask():
+    """(2, 6, 8) bool: the second of two feature maps padded right and below (True = padding)."""
+    mask = torch.zeros(2, 6, 8, dtype=torch.bool)
+    mask[1, 4:] = mask[1, :, 5:] = True
+    return mask
+
+
+class _DETRSelfAttention(torch.nn.Module):
+    """An encoder self-attention of DETR (64 wide, 4 heads), iRPE tables filled, over a batch
+    whose second item is padded: (L, B, C) -> (L, B, C)."""
+
+    def __init__(self, enc_rpe):
+        from fpt.modeling.detr.transformer import RPEMultiheadAttention, parse_rpe_spec
+
+        super().__init__()
+        torch.manual_seed(0)
+        self.attn = RPEMultiheadAttention(64, 4, rpe=parse_rpe_spec(enc_rpe))
+        for n, p in self.attn.named_parameters():
+            if "rpe_" in n:
+                _fill_([p], seed=80, scale=0.3)
+        self.register_buffer("mask", _padding_mask().flatten(1))
+
+    def forward(self, x):
+        return self.attn(x, x, x, hw=(6, 8), key_padding_mask=self.mask)[0]
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("enc_rpe", [None, "rpe-2.0-product-ctx-1-k"])
+def test_detr_attention_with_padding_matches_cpu_fp64(enc_rpe, dtype_name):
+    """DETR's encoder attention, plain and with iRPE, with a key padding mask, under fp16 / bf16
+    autocast (the fused SDPA kernels it takes on CUDA) and fp32: output and gradients against
+    CPU fp64 at the file's tolerances. The padding must stay finite (no -inf from mask + iRPE
+    in fp16)."""
+    module = _DETRSelfAttention(enc_rpe)
+    names = ["x"] + [n for n, p in module.named_parameters() if p.requires_grad]
+    compare_to_reference(module, [_randn(48, 2, 64, seed=83)], dtype_name, names)
+
+
+class _DETRTransformer(torch.nn.Module):
+    """configs/Shapes/detr_tiny.py's transformer (2 + 2 layers, 64 wide, 4 heads) on two padded
+    feature maps: decoder outputs and encoder memory, flattened together."""
+
+    def __init__(self, enc_rpe):
+        from fpt.modeling.detr.transformer import Transformer
+
+        super().__init__()
+        torch.manual_seed(0)
+        self.transformer = Transformer(64, 4, 2, 2, 128, dropout=0.0, enc_rpe=enc_rpe)
+        for n, p in self.transformer.named_parameters():
+            if "rpe_" in n:
+                _fill_([p], seed=80, scale=0.3)
+        self.query = torch.nn.Parameter(_randn(10, 64, seed=82, dtype=torch.float32))
+        self.register_buffer("mask", _padding_mask())
+
+    def forward(self, src, pos):
+        hs, memory = self.transformer(src, self.mask, self.query, pos)
+        return torch.cat([hs.flatten(), memory.flatten()])
+
+
+# ||g - ref|| / ||ref|| of every gradient through the whole transformer under autocast. Each
+# attention is within the file's tolerances (the test above); what is chained after it is not:
+# the post-norm FFN's weight gradient is a sum over tokens that largely cancels, so one rounding
+# of its terms moves it by much more than its own size. Measured on CPU: 0.036 (fp16), 0.062
+# (bf16); the forward stays within the file's tolerances.
+TRANSFORMER_GRAD_TOL = {"fp32": 1e-4, "fp16": 0.1, "bf16": 0.15}
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("enc_rpe", [None, "rpe-2.0-product-ctx-1-k"])
+def test_detr_transformer_matches_cpu_fp64(enc_rpe, dtype_name):
+    """DETR's whole transformer, plain and with iRPE, padded, under fp16 / bf16 autocast and
+    fp32: the output (decoder and memory) against CPU fp64 at the file's forward tolerance, every
+    gradient finite and within TRANSFORMER_GRAD_TOL (relative to its norm)."""
+    module = _DETRTransformer(enc_rpe)
+    inputs = [_randn(2, 64, 6, 8, seed=83), _randn(2, 64, 6, 8, seed=84, scale=0.5)]
+    reference = copy.deepcopy(module).double()
+    upstream = _upstream(reference, inputs, seed=99)
+    ref_out, ref_grads = forward_and_grads(reference, inputs, upstream)
+    out, grads = forward_and_grads(
+        copy.deepcopy(module).to(DEVICE),
+        [t.float().to(DEVICE) for t in inputs],
+        upstream.float().to(DEVICE),
+        dtype_name,
+    )
+    assert_close_rel(out, ref_out, TOLERANCES[dtype_name][0], "output")
+    names = ["src", "pos"] + [n for n, p in module.named_parameters() if p.requires_grad]
+    for name, g, ref in zip(names, grads, ref_grads, strict=True):
+        assert torch.isfinite(g).all(), f"gradient of {name}: not finite"
+        err = ((g.double().cpu() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+        assert err <= TRANSFORMER_GRAD_TOL[dtype_name], f"gradient of {name}: {err:.2e}"
+
+
 def _demo_support():
     if "demo_support" not in __import__("sys").modules:
         path = os.path.join(REPO, "tests", "data", "demo_support.py")

@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 
 from fpt.engine.checkpoint import AtomicCheckpointer, atomic_write
 from fpt.engine.ddp import cpu_safe_sync_batchnorm
-from fpt.engine.hooks import EMAHook
+from fpt.engine.hooks import EMAHook, LRScheduler
 from fpt.engine.sampler import ResumableTrainingSampler
 from fpt.engine.train_loop import AccumulatingAMPTrainer, NonFiniteLossError, clip_gradients
 
@@ -129,6 +129,39 @@ def test_non_finite_micro_batch_stops_before_the_step():
     with pytest.raises(NonFiniteLossError, match=r"iteration 0 .*loss_mse"):
         _step(model, data, iter_size=2)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_loss_scaler_skipping_the_first_steps_warns_of_nothing():
+    """fp16 loss scaling skips the optimizer steps whose scaled gradients overflow (here the
+    first ones: a scale of 2**127, gradients of about 10; each skip halves it). The LR scheduler steps every iteration
+    all the same, and torch's warning that it stepped before the optimizer is not shown (pytest
+    turns warnings into errors); the trainer knows when the first real step came. detectron2's
+    own hook warns."""
+    from detectron2.engine import hooks as d2_hooks
+    from detectron2.solver import LRMultiplier
+    from fvcore.common.param_scheduler import LinearParamScheduler
+
+    data = [[(x * 10, y * 10) for x, y in batch] for batch in _batches(8, 2, seed=1)]
+
+    def train(hook_class):
+        model = Regression()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        trainer = AccumulatingAMPTrainer(model, data, opt)
+        # what the trainer makes on CUDA with amp=True, on the CPU
+        trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+        trainer.scheduler = LRMultiplier(opt, LinearParamScheduler(1.0, 0.5), max_iter=8)
+        trainer.register_hooks([hook_class()])
+        steps = []
+        opt.register_step_post_hook(lambda *_: steps.append(trainer.iter))
+        trainer.train(0, 8)
+        return trainer, steps, opt.param_groups[0]["lr"]
+
+    trainer, steps, lr = train(LRScheduler)
+    assert steps and steps[0] >= 1, steps  # iteration 0 was skipped, a later one was not
+    assert not trainer.optimizer_never_stepped
+    assert lr == pytest.approx(1e-3 * 0.5)  # one scheduler step per iteration, skipped or not
+    with pytest.warns(UserWarning, match=r"lr_scheduler\.step\(\)` before `optimizer\.step"):
+        train(d2_hooks.LRScheduler)
 
 
 def test_ema_follows_the_formula():

@@ -29,7 +29,12 @@ detectron2 already there:
 Re-running with the same source, route and torch installs nothing (recorded in
 ``<venv>/fpt-detectron2.json``).
 
+**Offline**: ``--wheel-into DIR`` writes the route's wheel, built Python-only (it then serves
+any interpreter), into a wheelhouse (tools/make_wheelhouse.sh); ``--wheelhouse DIR`` installs
+the one found there when no detectron2 is importable.
+
 Usage: python tools/build_detectron2.py [--force] [--cache DIR] [--source SPEC] [--python-only]
+                                        [--wheel-into DIR | --wheelhouse DIR]
 """
 
 import argparse
@@ -299,9 +304,8 @@ def install_wheel(wheel):
     )
 
 
-def build_from_source(spec, python_only, force):
-    import torch
-
+def checked_spec(spec):
+    """``spec`` (absolute if a path), or one line if it names a path that is not there."""
     looks_like_a_path = "://" not in spec and (
         os.sep in spec or spec.endswith((".tar.gz", ".tgz", ".zip"))
     )
@@ -310,7 +314,29 @@ def build_from_source(spec, python_only, force):
             f"FPT_DETECTRON2={spec}: no such file or folder (a detectron2 source tree, a source "
             "archive, or a pip requirement such as git+https://...@COMMIT)"
         )
-    spec = os.path.abspath(spec) if os.path.exists(spec) else spec
+    return os.path.abspath(spec) if os.path.exists(spec) else spec
+
+
+def source_tree(spec, tmp):
+    """A writable detectron2 source tree in ``tmp`` from a tree, an archive or a requirement."""
+    if os.path.isdir(spec):
+        src = os.path.join(tmp, "src")
+        shutil.copytree(
+            source_root(spec, spec),
+            src,
+            symlinks=True,
+            ignore=shutil.ignore_patterns(".git", "build", "*.so", "__pycache__"),
+        )
+        return src
+    if os.path.isfile(spec):
+        return extract(spec, os.path.join(tmp, "src"))
+    return fetch_requirement(spec, tmp)
+
+
+def build_from_source(spec, python_only, force):
+    import torch
+
+    spec = checked_spec(spec)
     cuda = None if python_only else cuda_decision()  # (build the CUDA ops?, why)
     want = {
         "source": spec,
@@ -327,18 +353,7 @@ def build_from_source(spec, python_only, force):
     with tempfile.TemporaryDirectory() as tmp:
         outdir = os.path.join(tmp, "wheel")
         os.makedirs(outdir)
-        if os.path.isdir(spec):
-            src = os.path.join(tmp, "src")
-            shutil.copytree(
-                source_root(spec, spec),
-                src,
-                symlinks=True,
-                ignore=shutil.ignore_patterns(".git", "build", "*.so", "__pycache__"),
-            )
-        elif os.path.isfile(spec):
-            src = extract(spec, os.path.join(tmp, "src"))
-        else:
-            src = fetch_requirement(spec, tmp)
+        src = source_tree(spec, tmp)
         log(f"building detectron2 from {spec} ({route_name(want)})")
         wheel = (
             build_python_only(src, outdir) if python_only else build_compiled(src, outdir, *cuda)
@@ -368,6 +383,43 @@ def route_name(want):
     return "compiled: C++ and CUDA ops" if want["cuda"] else "compiled: C++ ops"
 
 
+def default_wheel(cache, force=False):
+    """Our Python-only v0.6 wheel: from the cache, else built from the registry sdist."""
+    wheels = [f for f in os.listdir(cache) if f.startswith(WHEEL_GLOB) and f.endswith(".whl")]
+    if wheels and not force:
+        return os.path.join(cache, wheels[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        src = extract(fetch_sdist(cache), tmp)
+        log("building the Python-only wheel (ext_modules=[])")
+        return build_python_only(src, cache)
+
+
+def wheel_into(out, spec, cache):
+    """Write the wheel of the route (Python-only: it serves any interpreter) into ``out``."""
+    os.makedirs(out, exist_ok=True)
+    if spec is None:
+        wheel = default_wheel(cache)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = checked_spec(spec)
+            log(f"building detectron2 from {spec} (Python-only, for a wheelhouse)")
+            wheel = build_python_only(source_tree(spec, tmp), tmp)
+            shutil.copy(wheel, out)
+    dest = os.path.join(out, os.path.basename(wheel))
+    if not os.path.exists(dest):
+        shutil.copy(wheel, dest)
+    print(dest)
+
+
+def from_wheelhouse(folder):
+    """The detectron2 wheel of a wheelhouse (tools/make_wheelhouse.sh puts one there)."""
+    names = tuple(d.replace("-", "_") + "-" for d in DISTRIBUTIONS)
+    found = sorted(f for f in os.listdir(folder) if f.startswith(names) and f.endswith(".whl"))
+    if not found:
+        fail(f"--wheelhouse {folder}: no detectron2 wheel in it (tools/make_wheelhouse.sh writes one)")
+    return os.path.join(folder, found[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="rebuild and reinstall")
@@ -383,9 +435,21 @@ def main():
         default=os.environ.get("FPT_DETECTRON2_PYONLY") == "1",
         help="with --source: build without compiled ops (FPT_DETECTRON2_PYONLY=1)",
     )
+    ap.add_argument(
+        "--wheel-into",
+        metavar="DIR",
+        help="write the route's wheel (Python-only) into DIR and print its path; install nothing",
+    )
+    ap.add_argument(
+        "--wheelhouse",
+        metavar="DIR",
+        help="no detectron2 importable: install the wheel found in DIR (offline)",
+    )
     args = ap.parse_args()
     os.makedirs(args.cache, exist_ok=True)
-    if args.source:
+    if args.wheel_into:
+        return wheel_into(args.wheel_into, args.source, args.cache)
+    if args.source and not args.wheelhouse:
         return build_from_source(args.source, args.python_only, args.force)
 
     if not args.force and importlib.util.find_spec("detectron2") is not None:
@@ -397,14 +461,10 @@ def main():
             f"({'with' if has_c else 'without'} compiled ops) at {os.path.dirname(detectron2.__file__)}"
         )
         return
-    wheels = [f for f in os.listdir(args.cache) if f.startswith(WHEEL_GLOB) and f.endswith(".whl")]
-    if args.force or not wheels:
-        with tempfile.TemporaryDirectory() as tmp:
-            src = extract(fetch_sdist(args.cache), tmp)
-            log("building the Python-only wheel (ext_modules=[])")
-            wheel = build_python_only(src, args.cache)
+    if args.wheelhouse:
+        wheel = from_wheelhouse(args.wheelhouse)
     else:
-        wheel = os.path.join(args.cache, wheels[0])
+        wheel = default_wheel(args.cache, force=args.force)
     install_wheel(wheel)
     if os.path.exists(RECORD):
         os.remove(RECORD)

@@ -2,10 +2,13 @@
 # GPU readiness in one command (issue 12): every CUDA path of fpt, and GPU figures.
 #
 #   tools/gpu_check.sh                  # on a machine with an NVIDIA GPU, from a fresh clone
+#   tools/gpu_check.sh --wheelhouse .cache/wheelhouse-cuda --into-current-env --python python3
+#                                       # an offline GPU node with its own torch (README: GPU)
 #   tools/gpu_check.sh --cpu-dry-run    # the same steps on CPU at tiny sizes (no GPU needed)
 #
 # Steps, in order (each under its own `timeout`; a failed step does not stop the others):
-#    1. tools/setup.sh (README set-up)
+#    1. tools/setup.sh (README set-up; with --wheelhouse / --into-current-env, offline into the
+#       interpreter's own environment)
 #    2. environment: torch, CUDA, the GPUs
 #    3. pytest -m cuda: tests/test_cuda.py (CUDA vs CPU references, fp32/fp16/bf16)
 #    4. NCCL: a world-size-1 process group (all_reduce, broadcast, barrier) on the GPU
@@ -25,24 +28,35 @@
 # $OUT if set, else in output/gpu_check/, and exits 1 if any check failed.
 #
 # Time: a budget (default 480 s, --budget) bounds the whole run; each step gets at most what is
-# left, and steps that find nothing left are reported SKIP. The benchmarks come last.
+# left; a step that finds nothing left, or that the budget (not its own limit) cuts short, is
+# reported SKIP with that reason, never FAIL. The benchmarks come last.
 #
 # Options:
 #   --cpu-dry-run     every step on CPU, tiny sizes (the tests run with FPT_CUDA_TESTS_DEVICE=cpu,
-#                     gloo instead of NCCL, training in fp32); set-up skipped; budget 2400 s
-#   --skip-setup      do not run tools/setup.sh (an environment is already there)
-#   --python PATH     the interpreter (default .venv/bin/python, else python3)
+#                     gloo instead of NCCL, training in fp32); budget 2400 s; set-up skipped
+#                     unless --wheelhouse or --into-current-env asks for that path
+#   --wheelhouse DIR  set up from DIR alone (tools/make_wheelhouse.sh), no network
+#   --into-current-env
+#                     set up into the environment of --python (its torch kept), no venv
+#   --no-setup        do not run tools/setup.sh (an environment is already there; --skip-setup)
+#   --python PATH     the interpreter (default: python3 with --into-current-env, else
+#                     .venv/bin/python if there, else python3)
 #   --budget SECONDS  time for the whole run
 #   --work DIR        working folder (default output/gpu_check; cleared of earlier check runs)
 set -uo pipefail
+CALLER=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+from_caller() { case $1 in /* | "") echo "$1" ;; */*) echo "$CALLER/$1" ;; *) echo "$1" ;; esac; }
 
 MODE=gpu SKIP_SETUP=0 PY="" BUDGET="" WORK=${GPU_CHECK_WORK:-output/gpu_check}
+WHEELHOUSE="" INTO=0
 while (($#)); do
     case $1 in
         --cpu-dry-run) MODE=cpu ;;
-        --skip-setup) SKIP_SETUP=1 ;;
-        --python) PY=${2:?--python needs a path}; shift ;;
+        --skip-setup | --no-setup) SKIP_SETUP=1 ;;
+        --wheelhouse) WHEELHOUSE=$(from_caller "${2:?--wheelhouse needs a folder}/"); shift ;;
+        --into-current-env) INTO=1 ;;
+        --python) PY=$(from_caller "${2:?--python needs a path}"); shift ;;
         --budget) BUDGET=${2:?--budget needs seconds}; shift ;;
         --work) WORK=${2:?--work needs a folder}; shift ;;
         -h | --help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
@@ -81,7 +95,7 @@ else
 fi
 CONFIGS=(mask_rcnn_R_18_FPN_tiny vitdet_mask_rcnn_tiny fpt_mask_rcnn_tiny detr_tiny)
 RESERVE=15 MIN_STEP=15 T0=$(date +%s) NEXT=0
-export MODE WORK DEVICE ITERS RESUME_ITERS CKPT_PERIOD VAL_IMAGES FRAMES DDP_ITERS TRAIN_OPTS
+export MODE WORK REPORT_DIR WHEELHOUSE INTO DEVICE ITERS RESUME_ITERS CKPT_PERIOD VAL_IMAGES FRAMES DDP_ITERS TRAIN_OPTS
 export AMP DETR_TRAIN_OPTS
 export TRAIN_THREADS PYTHONUNBUFFERED=1
 # fpt importable from the scripts in benchmarks/, demo/, tools/ also without its editable install
@@ -115,8 +129,9 @@ run() {
         record "$id" "$name" SKIP 0 "not run: the ${BUDGET} s budget is spent (--budget)"
         return 0
     fi
-    ((limit > left)) && limit=$left
-    echo "### $name ($*), limit ${limit} s" >"$log"
+    local cut=0
+    ((limit > left)) && limit=$left cut=1
+    echo "### $name ($*), limit ${limit} s$( ((cut)) && echo " (what the budget leaves)")" >"$log"
     local start rc figure status
     start=$(date +%s.%N)
     # in the background, so that an interrupted check can stop it (timeout makes its own process
@@ -135,6 +150,8 @@ run() {
         status=SKIP figure="interrupted (exit code $rc)"
     elif ((rc == 3)); then
         status=SKIP
+    elif ((rc == 124 || rc == 137)) && ((cut)); then
+        status=SKIP figure="cut short by the ${BUDGET} s budget after ${limit} s (--budget)${figure:+; $figure}"
     elif ((rc == 124 || rc == 137)); then
         status=FAIL figure="timed out after ${limit} s${figure:+; $figure}"
     else
@@ -153,7 +170,11 @@ helper() { "$PY" tools/gpu_check_helpers.py "$@"; }
 both() { (($1 != 0)) && return 1 || return "$2"; }
 
 step_setup() {
-    tools/setup.sh 2>&1 | tee "$WORK/logs/setup.out"
+    local opts=()
+    ((INTO)) && opts+=(--into-current-env)
+    [ -n "$WHEELHOUSE" ] && opts+=(--wheelhouse "$WHEELHOUSE")
+    [ -n "$PY" ] && opts+=(--python "$PY")
+    tools/setup.sh "${opts[@]}" 2>&1 | tee "$WORK/logs/setup.out"
     local rc=${PIPESTATUS[0]}
     local ready
     ready=$(sed -n 's/^\[setup\] ready: //p' "$WORK/logs/setup.out" | tail -n 1)
@@ -162,6 +183,8 @@ step_setup() {
 }
 
 step_env() {
+    # the exact environment, for tools/have/ (make_wheelhouse.sh --have)
+    "$PY" -m pip freeze --all >"$REPORT_DIR/pip-freeze.txt" 2>/dev/null
     if [ "$MODE" = gpu ]; then helper env --require-cuda; else helper env; fi
 }
 
@@ -270,11 +293,13 @@ wait_all() { while [ -n "$(jobs -pr)" ]; do wait; done; }
 
 say "mode: $MODE, budget ${BUDGET} s, work folder $WORK, report in $REPORT_DIR"
 
+if ((INTO)); then PY=${PY:-python3}; fi
+export PY
 new_id
-if ((SKIP_SETUP)) || [ "$MODE" = cpu ]; then
-    record "$ID" "set-up (tools/setup.sh)" SKIP 0 "$([ "$MODE" = cpu ] && echo "CPU dry run" || echo "--skip-setup")"
+if ((SKIP_SETUP)) || { [ "$MODE" = cpu ] && [ -z "$WHEELHOUSE" ] && ! ((INTO)); }; then
+    record "$ID" "set-up (tools/setup.sh)" SKIP 0 "$( ((SKIP_SETUP)) && echo "--no-setup" || echo "CPU dry run")"
 else
-    run "$ID" "set-up (tools/setup.sh)" 330 step_setup
+    run "$ID" "set-up (tools/setup.sh$( ((INTO)) && echo ", current env")${WHEELHOUSE:+, wheelhouse})" 330 step_setup
 fi
 if [ -z "$PY" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi

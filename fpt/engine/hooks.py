@@ -1,16 +1,18 @@
 """Training hooks beyond detectron2's: weight EMA, per-rank resume state, the end-of-training
-plot."""
+plot, the LR scheduler under fp16 loss scaling."""
 
 import contextlib
 import logging
 import os
+import warnings
 
 import torch
 
 from detectron2.engine import HookBase
+from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
-__all__ = ["EMAHook", "PlotHook", "RankStateHook", "own_rank_state"]
+__all__ = ["EMAHook", "LRScheduler", "PlotHook", "RankStateHook", "own_rank_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,30 @@ class EMAHook(HookBase):
             if k in self.ema:
                 self.ema[k].copy_(v)
         self.restored = True
+
+
+class LRScheduler(d2_hooks.LRScheduler):
+    """detectron2's LR-scheduler hook (one scheduler step per iteration), quiet about the steps
+    fp16's ``GradScaler`` skips.
+
+    The scaler skips the optimizer step of an iteration whose scaled gradients overflow: at its
+    first scale (2**16) that is often iteration 0. The scheduler still steps, so that the LR
+    follows the iteration count, and torch warns that ``lr_scheduler.step()`` came before
+    ``optimizer.step()``: a case its documentation calls harmless. That one warning is silenced
+    while the trainer says no optimizer step has been taken yet (``optimizer_never_stepped``);
+    in any other case it is shown.
+    """
+
+    def after_step(self):
+        if not getattr(self.trainer, "optimizer_never_stepped", False):
+            return super().after_step()
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`",
+                category=UserWarning,
+            )
+            super().after_step()
 
 
 class RankStateHook(HookBase):

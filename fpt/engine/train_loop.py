@@ -87,6 +87,8 @@ class AccumulatingAMPTrainer(SimpleTrainer):
         )
         self.iter_size = iter_size
         self.clip = dict(clip_gradients) if clip_gradients else None
+        # until the first optimizer step that fp16 loss scaling does not skip (hooks.LRScheduler)
+        self.optimizer_never_stepped = True
 
     def _next_batch(self):
         if self._iterator is None:
@@ -159,10 +161,15 @@ class AccumulatingAMPTrainer(SimpleTrainer):
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             clip_gradients(params, **self.clip)
         if self.grad_scaler:
+            if self.optimizer_never_stepped:
+                scale = self.grad_scaler.get_scale()  # a sync, only until the first real step
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
+            if self.optimizer_never_stepped:  # the scale drops exactly when the step was skipped
+                self.optimizer_never_stepped = self.grad_scaler.get_scale() < scale
         else:
             self.optimizer.step()
+            self.optimizer_never_stepped = False
 
     def state_dict(self):
         ret = super().state_dict()

@@ -24,7 +24,7 @@ from fpt.utils.device import training_device
 
 from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model, prepare_sync_batchnorm
-from .hooks import EMAHook, PlotHook, RankStateHook, own_rank_state
+from .hooks import EMAHook, LRScheduler, PlotHook, RankStateHook, own_rank_state
 from .rng import get_rng_state, preserved_rng, set_rng_state
 from .sampler import ResumableTrainingSampler
 from .train_loop import AccumulatingAMPTrainer
@@ -129,7 +129,7 @@ class Trainer(DefaultTrainer):
         per-rank resume state, best checkpoint and the metrics plot; evaluation leaves the
         random number generators alone."""
         s = self.settings
-        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        ret = [hooks.IterationTimer(), LRScheduler()]
         if self.ema:
             ret.append(self.ema)
         ret.append(RankStateHook(s.checkpoint_period))  # every rank, before the checkpointer
