@@ -99,5 +99,31 @@ def test_python_only_wheel_of_a_source_tree(tmp_path):
 
 def test_a_missing_source_path_is_one_line(tmp_path):
     missing = str(tmp_path / "detectron2-main.tar.gz")
-    with pytest.raises(SystemExit, match=r"FPT_DETECTRON2=.*detectron2-main\.tar\.gz: no such file"):
+    with pytest.raises(
+        SystemExit, match=r"FPT_DETECTRON2=.*detectron2-main\.tar\.gz: no such file"
+    ):
         build.build_from_source(missing, python_only=True, force=False)
+
+
+def test_wheelhouse_gets_the_cached_wheel_and_install_finds_it(tmp_path, capsys):
+    """--wheel-into copies the route's wheel (the cached v0.6 one) into a wheelhouse and prints
+    its path; --wheelhouse finds it there; a wheelhouse without one is one line."""
+    cache, house = tmp_path / "cache", tmp_path / "house"
+    cache.mkdir()
+    (cache / "pb1_detectron2-0.6-py3-none-any.whl").write_bytes(b"wheel")
+    build.wheel_into(str(house), None, str(cache))
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed == str(house / "pb1_detectron2-0.6-py3-none-any.whl")
+    assert (house / "pb1_detectron2-0.6-py3-none-any.whl").read_bytes() == b"wheel"
+    (house / "fvcore-0.1.5-py3-none-any.whl").write_bytes(b"other")
+    assert build.from_wheelhouse(str(house)) == printed
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"--wheelhouse .*: no detectron2 wheel in it"):
+        build.from_wheelhouse(str(tmp_path / "empty"))
+
+
+def test_wheelhouse_wheel_of_a_named_source_is_python_only(tmp_path, capsys):
+    top = _source_tree(tmp_path / "src")
+    build.wheel_into(str(tmp_path / "house"), str(top), str(tmp_path / "cache"))
+    wheel = capsys.readouterr().out.strip().splitlines()[-1]
+    assert os.path.basename(wheel).startswith("detectron2-0.6-") and wheel.endswith("-none-any.whl")

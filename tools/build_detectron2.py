@@ -416,7 +416,9 @@ def from_wheelhouse(folder):
     names = tuple(d.replace("-", "_") + "-" for d in DISTRIBUTIONS)
     found = sorted(f for f in os.listdir(folder) if f.startswith(names) and f.endswith(".whl"))
     if not found:
-        fail(f"--wheelhouse {folder}: no detectron2 wheel in it (tools/make_wheelhouse.sh writes one)")
+        fail(
+            f"--wheelhouse {folder}: no detectron2 wheel in it (tools/make_wheelhouse.sh writes one)"
+        )
     return os.path.join(folder, found[-1])
 
 
