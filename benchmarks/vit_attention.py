@@ -4,15 +4,19 @@
 explicit: ``softmax(q k^T * scale + rel_pos_bias) v`` (upstream's math, (B*heads, N, N) logits).
 mask:     ``F.scaled_dot_product_attention(q, k, v, attn_mask=rel_pos_bias)`` ((N, N) float mask).
 folded:   the bias folded into q and k (``fold_decomposed_rel_pos``), SDPA with no mask (opt-in).
-Each (input size, implementation) runs in its own process, so peak memory is clean: on GPU the
-peak of ``torch.cuda.max_memory_allocated`` during forward+backward, on CPU the growth of the
-process's peak RSS over its RSS once the model is built. Two workloads: the attention of one
-global block alone ("attention") and the whole backbone ("ViT-B").
+Each (input size, implementation, pass) runs in its own process, so peak memory is clean: on GPU
+the peak of ``torch.cuda.max_memory_allocated`` during the step, on CPU the growth of the
+process's peak RSS over its RSS once the model is built. Three workloads: the attention of one
+global block alone ("attention", all tokens of the image), of one windowed block ("window": the
+image's 14x14 windows as a batch, as ViTDet's non-global blocks run them) and the whole backbone
+("ViT-B"). Two passes: "train" (forward + backward, the default) and "infer" (forward under
+``torch.no_grad``, eval mode).
 
     python benchmarks/vit_attention.py                      # CPU-friendly: 512, 1 iteration
     python benchmarks/vit_attention.py --sizes 1024 --depth 3 --workloads ViT-B
     python benchmarks/vit_attention.py --sizes 512 1024 --iters 5 --amp   # on a GPU
     python benchmarks/vit_attention.py --sizes 1024 --iters 5 --amp --amp-dtype float16  # train.amp
+    python benchmarks/vit_attention.py --sizes 1024 --workloads attention window --passes train infer
 """
 
 import fpt  # noqa: F401  (must come first: compat layer)
@@ -37,14 +41,16 @@ IMPLS = {"explicit": "explicit", "mask": "sdpa_mask", "folded": "sdpa_folded"}
 
 def build(workload, size, depth, impl):
     tokens = size // 16
-    if workload == "attention":  # a global-attention block's attention, all tokens at once
+    if workload in ("attention", "window"):  # one block's attention: global, or its windows
+        grid = tokens if workload == "attention" else 14
+        windows = 1 if workload == "attention" else (-(-tokens // 14)) ** 2
         return Attention(
             768,
             12,
             use_rel_pos=True,
-            input_size=(tokens, tokens),
+            input_size=(grid, grid),
             attn_impl=IMPLS[impl],
-        ), (1, tokens, tokens, 768)
+        ), (windows, grid, grid, 768)
     net = ViT(
         img_size=size,
         embed_dim=768,
@@ -69,15 +75,18 @@ def worker(args):
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, shape = build(args.workload, args.size, args.depth, args.impl)
-    model.to(device).train()
-    x = torch.randn(shape, device=device, requires_grad=args.workload == "attention")
+    train = args.pass_ == "train"
+    model.to(device).train(train)
+    x = torch.randn(shape, device=device, requires_grad=train and args.workload != "ViT-B")
     dtype = getattr(torch, args.amp_dtype) if args.amp else torch.float32
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=args.amp):
-            out = model(x)
+            with torch.set_grad_enabled(train):
+                out = model(x)
             out = out["last_feat"] if isinstance(out, dict) else out
-        out.float().square().mean().backward()
+        if train:
+            out.float().square().mean().backward()
 
     def sync():
         if device.type == "cuda":
@@ -113,11 +122,13 @@ def worker(args):
     )
 
 
-def run(workload, impl, size, args):
+def run(workload, impl, size, args, pass_):
     cmd = [
         sys.executable,
         __file__,
         "--worker",
+        "--pass",
+        pass_,
         "--workload",
         workload,
         "--impl",
@@ -152,7 +163,14 @@ def main():
         default="bfloat16",
         help="autocast type with --amp (training's AMP is float16 on CUDA)",
     )
-    parser.add_argument("--workloads", nargs="+", default=["attention", "ViT-B"])
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=["attention", "ViT-B"],
+        choices=["attention", "window", "ViT-B"],
+    )
+    parser.add_argument("--passes", nargs="+", default=["train"], choices=["train", "infer"])
+    parser.add_argument("--pass", dest="pass_", default="train", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
@@ -164,18 +182,21 @@ def main():
     rows, device = [], None
     for size in args.sizes:
         for workload in args.workloads:
-            r = {}
-            for impl in IMPLS:
-                r[impl] = run(workload, impl, size, args)
-                print(f"done: {workload} {size} {impl}: {r[impl]}", file=sys.stderr, flush=True)
-            device = r["folded"]["device"]
-            name = workload if workload == "attention" else f"{workload} depth {args.depth}"
-            rows.append((f"{name} {size}x{size}", r))
+            for pass_ in args.passes:
+                r = {}
+                for impl in IMPLS:
+                    r[impl] = run(workload, impl, size, args, pass_)
+                    print(f"done: {workload} {size} {pass_} {impl}: {r[impl]}", file=sys.stderr)
+                device = r["folded"]["device"]
+                name = f"{workload} depth {args.depth}" if workload == "ViT-B" else workload
+                name += "" if args.passes == ["train"] else f" ({pass_})"
+                rows.append((f"{name} {size}x{size}", r))
     mem = "peak CUDA MB" if device != "cpu" else "peak RSS growth MB"
     print(
         f"device: {device}, {args.amp_dtype + ' autocast' if args.amp else 'fp32'}, "
         f"torch {torch.__version__}, "
-        f"median of {args.iters} iteration(s) after {args.warmup} warm-up, forward+backward, "
+        f"median of {args.iters} iteration(s) after {args.warmup} warm-up, "
+        f"{'forward+backward' if args.passes == ['train'] else 'train: forward+backward, infer: forward'}, "
         f"batch 1; ratios: explicit / folded and mask / folded (> 1: folded is better)"
     )
     header = ["workload"] + [f"{i} ms" for i in IMPLS] + ["time expl/fold", "time mask/fold"]

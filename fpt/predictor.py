@@ -48,7 +48,15 @@ class Predictor:
         outputs = predictor.predict([cv2.imread("a.jpg"), cv2.imread("b.jpg")])
     """
 
-    def __init__(self, cfg, device=None, batch_size=1, score_threshold=None, image_format="BGR"):
+    def __init__(
+        self,
+        cfg,
+        device=None,
+        batch_size=1,
+        score_threshold=None,
+        image_format="BGR",
+        compile=None,
+    ):
         """
         Args:
             cfg: a LazyConfig (``omegaconf.DictConfig``), a yacs ``CfgNode``, or either as a
@@ -60,6 +68,9 @@ class Predictor:
                 to it and instances scoring below it are dropped.
             image_format (str): channel order of the images given to this predictor, "BGR"
                 (as ``cv2.imread`` returns) or "RGB".
+            compile (bool or None): ``torch.compile`` the model's backbone / transformer
+                (:mod:`fpt.engine.compile`); None: as the config's ``train.compile``
+                (``SOLVER.COMPILE``).
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -88,6 +99,11 @@ class Predictor:
             self._set_score_threshold(score_threshold)
         self.model.to(self.device).eval()
         self.weights = self._load_weights(run.weights, run.weights_key)
+        settings = run.compile_settings
+        if compile or (compile is None and settings):
+            from fpt.engine.compile import compile_model
+
+            compile_model(self.model, **(settings or {}))
 
     def _set_score_threshold(self, threshold):
         for module in self.model.modules():

@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-@pytest.mark.setup_tools
+@pytest.mark.ci_once
 def test_budget_cuts_are_skips_not_failures(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run(

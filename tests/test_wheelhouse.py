@@ -170,7 +170,7 @@ def _offline_env():
 
 
 @pytest.mark.slow
-@pytest.mark.setup_tools
+@pytest.mark.ci_once
 def test_wheelhouse_installs_into_an_offline_node(tmp_path):
     if not _index_reachable():
         pytest.skip("no package index reachable here to make the wheelhouse from")

@@ -108,6 +108,11 @@ class LazyRunConfig(RunConfig):
             ddp=dict(t.ddp),
             plot=t.plot,
             seed=t.seed,
+            compile=(
+                dict(mode=t.compile.mode, dynamic=t.compile.dynamic, backend=t.compile.backend)
+                if t.compile.enabled
+                else None
+            ),
         )
 
     def scaled_to_world_size(self, world_size):

@@ -46,6 +46,8 @@ TRAIN_DEFAULTS = dict(
     plot=True,  # write metrics.png (loss and AP curves) at the end of training
     visualize=dict(num_images=0, score_thresh=0.5),  # predictions drawn at the end
     cudnn_benchmark=None,  # None: on when every batch has one input size (e.g. LSJ)
+    # torch.compile of the backbone / transformer, training and inference (fpt.engine.compile)
+    compile=dict(enabled=False, mode="default", dynamic=None, backend="inductor"),
 )
 
 _QUOTES = "\"'"
@@ -73,6 +75,7 @@ def add_training_config(cfg):
     cfg.SOLVER.ITER_SIZE = 1
     cfg.SOLVER.REFERENCE_WORLD_SIZE = cfg.SOLVER.get("REFERENCE_WORLD_SIZE", 0)
     cfg.MODEL_EMA = CfgNode({"ENABLED": False, "DECAY": 0.9998})
+    cfg.SOLVER.COMPILE = CfgNode({"ENABLED": False, "MODE": "default"})
     cfg.TEST.BEST_METRIC = ""
 
 

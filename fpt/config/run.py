@@ -97,9 +97,15 @@ class RunConfig:
     def train_settings(self):
         """What the trainer reads, as one namespace: ``output_dir init_checkpoint max_iter
         checkpoint_period max_to_keep eval_period log_period device amp iter_size clip ema
-        best_metric best_mode ddp plot seed``; ``device`` is this process's
+        best_metric best_mode ddp plot seed compile``; ``device`` is this process's
         (:func:`~fpt.utils.device.training_device`)."""
         return SimpleNamespace(**self._train_fields(), device=str(training_device(self.device)))
+
+    @property
+    def compile_settings(self):
+        """``train.compile`` (``SOLVER.COMPILE``) as ``compile_model`` arguments (mode,
+        dynamic), or None when off."""
+        return self._train_fields()["compile"]
 
     # ---- answered by each kind (see lazy_run.py, yacs_run.py) ----
     def _train_fields(self):

@@ -82,6 +82,11 @@ class YacsRunConfig(RunConfig):
             ddp=dict(broadcast_buffers=False),
             plot=True,
             seed=cfg.SEED,
+            compile=(
+                dict(mode=cfg.SOLVER.COMPILE.MODE, dynamic=None, backend="inductor")
+                if cfg.SOLVER.COMPILE.ENABLED
+                else None
+            ),
         )
 
     def scaled_to_world_size(self, world_size):

@@ -15,6 +15,7 @@ from fpt.evaluation import visualize_predictions
 
 from .args import default_argument_parser
 from .checkpoint import AtomicCheckpointer
+from .compile import CompileError, compile_model
 from .ddp import create_ddp_model
 from .launch import DistributedError, launch
 from .setup import default_setup
@@ -32,6 +33,7 @@ USER_ERRORS = (
     ImageReadError,
     DistributedError,
     NonFiniteLossError,
+    CompileError,
     CheckpointError,
     UnsafeCheckpointError,
 )
@@ -60,6 +62,8 @@ def main(args):
     default_setup(config, args, s.output_dir, s.seed)
     if args.eval_only:
         model = Trainer.build_model(config)
+        if s.compile:
+            compile_model(model, **s.compile, cache_dir=os.path.join(s.output_dir, "compile_cache"))
         AtomicCheckpointer(model, s.output_dir).resume_or_load(
             s.init_checkpoint, resume=args.resume
         )

@@ -21,6 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
+from fpt.utils.text import first_line
+
+from .compile import CompileError, is_compile_failure
+
 __all__ = ["AccumulatingAMPTrainer", "NonFiniteLossError", "clip_gradients"]
 
 
@@ -60,6 +64,7 @@ class AccumulatingAMPTrainer(SimpleTrainer):
         amp=False,
         iter_size=1,
         clip_gradients=None,
+        compiled_parts=(),
     ):
         """
         Args:
@@ -68,6 +73,8 @@ class AccumulatingAMPTrainer(SimpleTrainer):
             amp (bool): mixed precision: fp16 with ``GradScaler`` on CUDA, bf16 on CPU.
             iter_size (int): batches accumulated per optimizer step.
             clip_gradients (dict or None): ``clip_gradients(**...)`` arguments when enabled.
+            compiled_parts (list[str]): the model's parts under ``torch.compile``, named when
+                compiling them fails.
         """
         if iter_size < 1:
             raise ValueError(f"train.iter_size must be >= 1, got {iter_size}")
@@ -87,6 +94,7 @@ class AccumulatingAMPTrainer(SimpleTrainer):
         )
         self.iter_size = iter_size
         self.clip = dict(clip_gradients) if clip_gradients else None
+        self.compiled_parts = list(compiled_parts)
         # until the first optimizer step that fp16 loss scaling does not skip (hooks.LRScheduler)
         self.optimizer_never_stepped = True
 
@@ -111,6 +119,14 @@ class AccumulatingAMPTrainer(SimpleTrainer):
                 raise NonFiniteLossError(
                     f"Training diverged at iteration {self.iter}: {e}"
                 ) from None
+            except Exception as e:
+                if self.compiled_parts and is_compile_failure(e):
+                    parts = ", ".join(f"model.{p}" for p in self.compiled_parts)
+                    raise CompileError(
+                        f"train.compile: compiling {parts} failed at iteration {self.iter}: "
+                        f"{type(e).__name__}: {first_line(e)}; set train.compile.enabled=False"
+                    ) from None
+                raise
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         return loss_dict

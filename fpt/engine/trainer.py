@@ -23,6 +23,7 @@ from fpt.evaluation import evaluate
 from fpt.utils.device import training_device
 
 from .checkpoint import AtomicCheckpointer
+from .compile import CompileHook, compile_model
 from .ddp import create_ddp_model, prepare_sync_batchnorm
 from .hooks import EMAHook, LRScheduler, PlotHook, RankStateHook, own_rank_state
 from .rng import get_rng_state, preserved_rng, set_rng_state
@@ -58,6 +59,11 @@ class Trainer(DefaultTrainer):
         self.cfg = run.cfg
         self.settings = s = run.train_settings()
         model = self.build_model(run)  # SyncBN made CPU-safe here, before the optimizer
+        self.compiled_parts = (
+            compile_model(model, **s.compile, cache_dir=os.path.join(s.output_dir, "compile_cache"))
+            if s.compile
+            else []
+        )
         optimizer = self.build_optimizer(run, model)
         data_loader, self.sampler = self._build_train_loader()
         # samples this rank takes per iteration (where a resumed sampler starts)
@@ -71,6 +77,7 @@ class Trainer(DefaultTrainer):
             amp=s.amp,
             iter_size=s.iter_size,
             clip_gradients=s.clip,
+            compiled_parts=self.compiled_parts,
         )
         self.scheduler = self.build_lr_scheduler(run, optimizer)
         self.ema = EMAHook(model, s.ema) if s.ema else None
@@ -130,6 +137,8 @@ class Trainer(DefaultTrainer):
         random number generators alone."""
         s = self.settings
         ret = [hooks.IterationTimer(), LRScheduler()]
+        if self.compiled_parts:
+            ret.append(CompileHook(self.compiled_parts))
         if self.ema:
             ret.append(self.ema)
         ret.append(RankStateHook(s.checkpoint_period))  # every rank, before the checkpointer
