@@ -12,6 +12,16 @@ runs it (fp16 autocast + ``GradScaler`` on CUDA, bf16 autocast on CPU).
     # CPU, small (checks the plumbing)
     python benchmarks/train_step.py --config-file configs/Shapes/vitdet_mask_rcnn_tiny.py \\
         --size 128 128 --iters 1 --warmup 1
+    # train.compile (the first warm-up step compiles: timed apart as first_step_seconds)
+    python benchmarks/train_step.py --config-file configs/COCO/ViTDet/mask_rcnn_vitdet_b_100ep.py \\
+        --compile
+    # against upstream detectron2 main's ViTDet, same weights: this script in a venv with
+    # detectron2 main, on upstream's projects/ViTDet config, loading the weights ours saved
+    python benchmarks/train_step.py --config-file configs/COCO/ViTDet/mask_rcnn_vitdet_b_100ep.py \\
+        --device cpu --batch 1 --weights /tmp/vitb.pth        # saves them (first run)
+    <main venv>/bin/python benchmarks/train_step.py --device cpu --batch 1 --weights /tmp/vitb.pth \\
+        --config-file <detectron2 main>/projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py \\
+        train.amp.enabled=False
 
 The batch: ``--batch`` random images of ``--size`` with three boxes and masks each (for models
 that take ``instances``). Weights are random (the config's ``init_checkpoint`` is not loaded).
@@ -25,6 +35,7 @@ import fpt  # noqa: F401  (must come first: compat layer)
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -36,6 +47,7 @@ from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 
 from fpt.config import load_config
+from fpt.utils.compile import compile_model
 
 
 def synthetic_batch(batch, height, width, device="cpu"):
@@ -78,6 +90,14 @@ def main(argv=None):
         default="on",
         help="torch.backends.cudnn.benchmark (default on: every batch has one size)",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="train.compile: torch.compile the model's parts"
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="load the model's weights from PATH (strict) if it exists, else save them there",
+    )
     parser.add_argument("opts", nargs="*", help="config overrides KEY=VALUE")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -90,6 +110,12 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts)
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device).train()
+    if args.weights and os.path.exists(args.weights):
+        model.load_state_dict(torch.load(args.weights, map_location=device), strict=True)
+    elif args.weights:
+        torch.save(model.state_dict(), args.weights)
+    if args.compile:
+        compile_model(model)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -122,7 +148,11 @@ def main(argv=None):
     if device.type == "cuda":
         sync()
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(args.warmup):
+    first = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - first
+    for _ in range(args.warmup - 1):
         step()
     sync()
     start = time.perf_counter()
@@ -147,6 +177,8 @@ def main(argv=None):
         "batch": args.batch,
         "params_m": round(params, 1),
         "seconds": seconds,
+        "first_step_seconds": first,
+        "compiled": args.compile,
         "peak_gb": peak_gb,
         "loss": loss,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
@@ -156,7 +188,8 @@ def main(argv=None):
     print(
         f"{' '.join([args.config_file] + args.opts)}: train step {args.size[0]}x{args.size[1]} "
         f"x{args.batch}, {precision}, on {where}: {seconds:.3f} s/iter (mean of {args.iters} "
-        f"after {args.warmup} warm-up), peak {memory} {peak_gb:.2f} GB, {params:.1f} M params"
+        f"after {args.warmup} warm-up; first {first:.1f} s), peak {memory} {peak_gb:.2f} GB, "
+        f"{params:.1f} M params{', compiled' if args.compile else ''}"
     )
     print("RESULT " + json.dumps(result), flush=True)
 

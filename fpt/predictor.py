@@ -16,6 +16,7 @@ import detectron2.data.transforms as T
 from detectron2.checkpoint import DetectionCheckpointer
 
 from .config import ConfigError, RunConfig
+from .utils.compile import compile_model
 from .utils.device import pick_device
 from .utils.text import first_line
 
@@ -101,8 +102,6 @@ class Predictor:
         self.weights = self._load_weights(run.weights, run.weights_key)
         settings = run.compile_settings
         if compile or (compile is None and settings):
-            from fpt.engine.compile import compile_model
-
             compile_model(self.model, **(settings or {}))
 
     def _set_score_threshold(self, threshold):

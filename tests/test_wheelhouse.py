@@ -25,10 +25,11 @@ wheelhouse = load_module("fpt_wheelhouse", os.path.join(REPO, "tools", "wheelhou
 Requirement = wheelhouse.Requirement
 canon = wheelhouse.canonicalize_name
 
-# what today's GPU image has of ours (the issue's list), with their dependencies
+# what today's GPU image has of ours (tools/have/cuda-image.txt), with their dependencies
 NODE_PACKAGES = [
     "torch", "torchvision", "numpy", "scipy", "opencv-python-headless", "pillow", "matplotlib",
-    "pyyaml", "tqdm", "tensorboard", "onnx", "onnxruntime", "timm", "pytest",
+    "pyyaml", "tqdm", "tensorboard", "onnx", "onnxruntime", "timm", "pytest", "scikit-image",
+    "tabulate", "cloudpickle", "psutil", "setuptools", "portalocker", "click", "pathspec",
 ]  # fmt: skip
 
 
@@ -233,7 +234,8 @@ def test_wheelhouse_installs_into_an_offline_node(tmp_path):
     assert str(tmp_path / "preinstalled") in torch_file
 
     r = subprocess.run(
-        [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_compat.py"],
+        [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_compat.py"]
+        + ["-k", "not model_zoo_lazyconfig and not pkg_resources"],  # the slowest two: 15 s
         cwd=REPO,
         capture_output=True,
         text=True,

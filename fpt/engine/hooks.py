@@ -4,6 +4,7 @@ plot, the LR scheduler under fp16 loss scaling."""
 import contextlib
 import logging
 import os
+import time
 import warnings
 
 import torch
@@ -12,7 +13,9 @@ from detectron2.engine import HookBase
 from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
-__all__ = ["EMAHook", "LRScheduler", "PlotHook", "RankStateHook", "own_rank_state"]
+from fpt.utils.compile import cache_hits, dynamo_counts
+
+__all__ = ["CompileHook", "EMAHook", "LRScheduler", "PlotHook", "RankStateHook", "own_rank_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +148,57 @@ def own_rank_state(state_dict):
     if "rng" in state_dict and comm.get_world_size() == 1:
         return {"rng": state_dict["rng"]}
     return None
+
+
+class CompileHook(HookBase):
+    """What compilation cost and whether it settled, logged once each: after the first
+    iteration, its time (mostly compilation), the graphs and graph breaks; ``settle`` iterations
+    later (or at the end), the recompiles since. More than torch's limit per part means the part
+    runs eager again: said in one warning line."""
+
+    def __init__(self, parts, settle=20):
+        self.parts = parts
+        self.settle = settle
+        self.first_seconds = None
+        self._first = None  # (iteration, graphs) after the first iteration
+        self._settled = False
+
+    def before_step(self):
+        if self._first is None:
+            self._start = time.perf_counter()
+
+    def after_step(self):
+        graphs, breaks = dynamo_counts()
+        if self._first is None:
+            self.first_seconds = time.perf_counter() - self._start
+            self._first = (self.trainer.iter, graphs)
+            hits, misses = cache_hits()
+            logger.info(
+                f"train.compile: first iteration {self.first_seconds:.1f} s (compilation "
+                f"included): {graphs} graphs, {breaks} graph breaks; compiled-code cache "
+                f"{hits} hits, {misses} misses"
+            )
+        elif self.trainer.iter - self._first[0] == self.settle:
+            self._report(graphs, breaks)
+
+    def after_train(self):
+        if self._first is not None and not self._settled:
+            self._report(*dynamo_counts())
+
+    def _report(self, graphs, breaks):
+        self._settled = True
+        start_iter, start_graphs = self._first
+        recompiles = graphs - start_graphs
+        limit = torch._dynamo.config.cache_size_limit
+        span = f"iterations {start_iter + 1}-{self.trainer.iter}"
+        if recompiles >= limit * len(self.parts):
+            logger.warning(
+                f"train.compile: {recompiles} recompiles in {span} (input shapes vary more than "
+                f"automatic dynamic shapes absorb): past {limit} recompiles of a part, torch "
+                f"runs it eager again ({', '.join(self.parts)})"
+            )
+        else:
+            logger.info(
+                f"train.compile: {recompiles} recompiles in {span}; {graphs} graphs, "
+                f"{breaks} graph breaks in all"
+            )

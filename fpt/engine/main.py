@@ -12,10 +12,10 @@ from fpt.compat.checkpoint import UnsafeCheckpointError, allow_unsafe_load
 from fpt.config import ConfigError, RunConfig, load_config
 from fpt.data import DatasetError, ImageReadError, check_registered, register_coco
 from fpt.evaluation import visualize_predictions
+from fpt.utils.compile import CompileError, compile_model
 
 from .args import default_argument_parser
 from .checkpoint import AtomicCheckpointer
-from .compile import CompileError, compile_model
 from .ddp import create_ddp_model
 from .launch import DistributedError, launch
 from .setup import default_setup

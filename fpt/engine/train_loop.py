@@ -23,7 +23,7 @@ from detectron2.utils import comm
 
 from fpt.utils.text import first_line
 
-from .compile import CompileError, is_compile_failure
+from fpt.utils.compile import CompileError, is_compile_failure
 
 __all__ = ["AccumulatingAMPTrainer", "NonFiniteLossError", "clip_gradients"]
 

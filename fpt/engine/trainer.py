@@ -23,9 +23,10 @@ from fpt.evaluation import evaluate
 from fpt.utils.device import training_device
 
 from .checkpoint import AtomicCheckpointer
-from .compile import CompileHook, compile_model
 from .ddp import create_ddp_model, prepare_sync_batchnorm
-from .hooks import EMAHook, LRScheduler, PlotHook, RankStateHook, own_rank_state
+from fpt.utils.compile import compile_model
+
+from .hooks import CompileHook, EMAHook, LRScheduler, PlotHook, RankStateHook, own_rank_state
 from .rng import get_rng_state, preserved_rng, set_rng_state
 from .sampler import ResumableTrainingSampler
 from .train_loop import AccumulatingAMPTrainer

@@ -8,7 +8,7 @@ Python control flow: many graph breaks for little gain).
 Each part is compiled in place (``nn.Module.compile``): parameter names, checkpoints, EMA, DDP
 and ``--resume`` see the same module. Shapes: torch's automatic dynamic shapes (a part is
 compiled for its first input shape; the first other shape recompiles it once with symbolic
-sizes, which then serves every size). :class:`CompileHook` counts graphs, graph breaks and
+sizes, which then serves every size). ``fpt.engine.hooks.CompileHook`` counts graphs, graph breaks and
 recompiles and logs them once; a part that recompiles past torch's limit runs eager again (torch
 does this itself), which the report says in one line. Compiled code is cached on disk
 (``TORCHINDUCTOR_CACHE_DIR``: the run's ``<output_dir>/compile_cache`` unless set), so a resumed
@@ -23,9 +23,14 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from detectron2.engine import HookBase
-
-__all__ = ["COMPILED_PARTS", "CompileError", "CompileHook", "compile_model", "is_compile_failure"]
+__all__ = [
+    "COMPILED_PARTS",
+    "CompileError",
+    "cache_hits",
+    "compile_model",
+    "dynamo_counts",
+    "is_compile_failure",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -126,57 +131,3 @@ def is_compile_failure(error):
     return isinstance(error, TorchDynamoException) or type(error).__module__.startswith(
         ("torch._dynamo", "torch._inductor")
     )
-
-
-class CompileHook(HookBase):
-    """What compilation cost and whether it settled, logged once each: after the first
-    iteration, its time (mostly compilation), the graphs and graph breaks; ``settle`` iterations
-    later (or at the end), the recompiles since. More than torch's limit per part means the part
-    runs eager again: said in one warning line."""
-
-    def __init__(self, parts, settle=20):
-        self.parts = parts
-        self.settle = settle
-        self.first_seconds = None
-        self._first = None  # (iteration, graphs) after the first iteration
-        self._settled = False
-
-    def before_step(self):
-        if self._first is None:
-            self._start = time.perf_counter()
-
-    def after_step(self):
-        graphs, breaks = dynamo_counts()
-        if self._first is None:
-            self.first_seconds = time.perf_counter() - self._start
-            self._first = (self.trainer.iter, graphs)
-            hits, misses = cache_hits()
-            logger.info(
-                f"train.compile: first iteration {self.first_seconds:.1f} s (compilation "
-                f"included): {graphs} graphs, {breaks} graph breaks; compiled-code cache "
-                f"{hits} hits, {misses} misses"
-            )
-        elif self.trainer.iter - self._first[0] == self.settle:
-            self._report(graphs, breaks)
-
-    def after_train(self):
-        if self._first is not None and not self._settled:
-            self._report(*dynamo_counts())
-
-    def _report(self, graphs, breaks):
-        self._settled = True
-        start_iter, start_graphs = self._first
-        recompiles = graphs - start_graphs
-        limit = torch._dynamo.config.cache_size_limit
-        span = f"iterations {start_iter + 1}-{self.trainer.iter}"
-        if recompiles >= limit * len(self.parts):
-            logger.warning(
-                f"train.compile: {recompiles} recompiles in {span} (input shapes vary more than "
-                f"automatic dynamic shapes absorb): past {limit} recompiles of a part, torch "
-                f"runs it eager again ({', '.join(self.parts)})"
-            )
-        else:
-            logger.info(
-                f"train.compile: {recompiles} recompiles in {span}; {graphs} graphs, "
-                f"{breaks} graph breaks in all"
-            )
