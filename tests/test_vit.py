@@ -209,10 +209,26 @@ def test_fold_decomposed_rel_pos_is_the_biased_dot_product():
 
 
 def test_attention_rejects_unknown_attn_impl():
-    with pytest.raises(ValueError, match="attn_impl='flash': expected one of explicit, sdpa_mask"):
+    with pytest.raises(ValueError, match="attn_impl='flash': expected auto or one of explicit"):
         Attention(16, 2, attn_impl="flash")
     with pytest.raises(ValueError, match="attn_impl='flash'"):
         set_vit_attention_impl(Attention(16, 2), "flash")
+
+
+def test_auto_attention_is_folded_unless_irpe_needs_the_mask():
+    """attn_impl="auto" (the default): "sdpa_folded", the fastest with the least memory measured
+    on CPU (README), where iRPE q/k tables allow it; "sdpa_mask" where they do not."""
+    assert Attention(16, 2).attn_impl == "sdpa_folded"
+    assert Attention(16, 2, rpe="rpe-2.0-product-ctx-1-k").attn_impl == "sdpa_mask"
+    vit = ViT(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, use_rel_pos=True)
+    assert {blk.attn.attn_impl for blk in vit.blocks} == {"sdpa_folded"}
+    set_vit_attention_impl(vit, "explicit")
+    set_vit_attention_impl(vit, "auto")
+    assert {blk.attn.attn_impl for blk in vit.blocks} == {"sdpa_folded"}
+    vit = ViT(
+        img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, rpe="rpe-2.0-product-ctx-1-k"
+    )
+    assert {blk.attn.attn_impl for blk in vit.blocks} == {"sdpa_mask"}
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,16 @@
 Same constructor arguments, parameter names and math as ``detectron2/modeling/backbone/vit.py``
 (detectron2 main branch), so official ViTDet checkpoints load and give the same outputs, plus:
 
-* three attention implementations, one argument ``attn_impl``: ``"sdpa_mask"`` (default)
-  runs :func:`torch.nn.functional.scaled_dot_product_attention` with the decomposed
+* three attention implementations, one argument ``attn_impl``: ``"sdpa_mask"`` runs
+  :func:`torch.nn.functional.scaled_dot_product_attention` with the decomposed
   relative-position bias as an additive (N x N) mask; ``"sdpa_folded"`` folds the bias into the
   dot product (no mask, so SDPA can pick its flash / memory-efficient kernels; 2-5x less memory
-  for global attention, but a head dim of C/heads + H + W, which costs time at large grids on
-  CPU: see ``benchmarks/vit_attention.py``); ``"explicit"`` is the reference
-  ``softmax(q k^T * scale + bias) v``. (The flags ``use_sdpa`` / ``sdpa_rel_pos`` of the
+  for global attention); ``"explicit"`` is the reference ``softmax(q k^T * scale + bias) v``.
+  ``"auto"`` (default) is "sdpa_folded" where it can be (no iRPE q/k table) and "sdpa_mask"
+  where it cannot: measured on CPU (``benchmarks/vit_attention.py``, ``benchmarks/train_step.py``,
+  README) folded is the fastest or within noise of it for training and inference, global and
+  windowed blocks, with the least memory; on CUDA it is the one of the three that reaches the
+  flash / memory-efficient kernels. (The flags ``use_sdpa`` / ``sdpa_rel_pos`` of the
   previous release are still accepted, with a deprecation warning.);
 * optional iRPE tables in every attention (``rpe="rpe-2.0-product-ctx-1-k"``, see
   :mod:`fpt.layers.irpe`), zero-initialised so the model starts as the one without;
@@ -91,8 +94,9 @@ class Attention(nn.Module):
         use_rel_pos (bool): add the decomposed relative position bias.
         rel_pos_zero_init (bool): zero-init the rel-pos tables (else trunc-normal std 0.02).
         input_size (tuple[int, int]): token grid the rel-pos tables are made for.
-        attn_impl (str): "sdpa_mask" (fused ``F.scaled_dot_product_attention``, the rel-pos
-            bias as an additive (N x N) mask), "sdpa_folded" (the bias folded into q and k, see
+        attn_impl (str): "auto" (default: "sdpa_folded", or "sdpa_mask" with iRPE q/k tables),
+            "sdpa_mask" (fused ``F.scaled_dot_product_attention``, the rel-pos bias as an
+            additive (N x N) mask), "sdpa_folded" (the bias folded into q and k, see
             :func:`fold_decomposed_rel_pos`; no mask) or "explicit" (the reference).
         rpe (str, RPESpec or None): iRPE spec, e.g. "rpe-2.0-product-ctx-1-k" (see
             :func:`fpt.layers.irpe.parse_rpe_spec`), or None. Modules ``rpe_q``, ``rpe_k``,
@@ -111,7 +115,7 @@ class Attention(nn.Module):
         use_rel_pos=False,
         rel_pos_zero_init=True,
         input_size=None,
-        attn_impl="sdpa_mask",
+        attn_impl="auto",
         rpe=None,
         use_sdpa=None,
         sdpa_rel_pos=None,
@@ -120,8 +124,8 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
-        self.attn_impl = resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos)
         self.rpe = parse_rpe_spec(rpe)
+        self.attn_impl = resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos, self.rpe)
         _check_rpe_impl(self.rpe, self.attn_impl)
         self.rpe_q, self.rpe_k, self.rpe_v = build_rpe(self.rpe, head_dim, num_heads)
         if self.attn_impl != "explicit" and self.rpe_v is not None:
@@ -211,8 +215,10 @@ class Attention(nn.Module):
         )
 
 
-def resolve_attn_impl(attn_impl="sdpa_mask", use_sdpa=None, sdpa_rel_pos=None):
-    """The attention implementation, one of :data:`ATTN_IMPLS`.
+def resolve_attn_impl(attn_impl="auto", use_sdpa=None, sdpa_rel_pos=None, rpe=None):
+    """The attention implementation, one of :data:`ATTN_IMPLS`. "auto" is "sdpa_folded", or
+    "sdpa_mask" for an attention with iRPE (``rpe``: its spec, None without), which folding
+    cannot hold.
 
     ``use_sdpa`` / ``sdpa_rel_pos`` are the previous release's flags, accepted for this release
     with a ``FutureWarning``: ``use_sdpa=False`` is "explicit"; otherwise ``sdpa_rel_pos``
@@ -231,8 +237,12 @@ def resolve_attn_impl(attn_impl="sdpa_mask", use_sdpa=None, sdpa_rel_pos=None):
             attn_impl = "explicit"
         else:
             attn_impl = "sdpa_folded" if sdpa_rel_pos == "folded" else "sdpa_mask"
+    if attn_impl == "auto":
+        attn_impl = "sdpa_mask" if rpe is not None else "sdpa_folded"
     if attn_impl not in ATTN_IMPLS:
-        raise ValueError(f"attn_impl={attn_impl!r}: expected one of {', '.join(ATTN_IMPLS)}")
+        raise ValueError(
+            f"attn_impl={attn_impl!r}: expected auto or one of {', '.join(ATTN_IMPLS)}"
+        )
     return attn_impl
 
 
@@ -327,7 +337,7 @@ class Block(nn.Module):
         window_size=0,
         use_residual_block=False,
         input_size=None,
-        attn_impl="sdpa_mask",
+        attn_impl="auto",
         rpe=None,
         use_sdpa=None,
         sdpa_rel_pos=None,
@@ -341,7 +351,7 @@ class Block(nn.Module):
             use_rel_pos=use_rel_pos,
             rel_pos_zero_init=rel_pos_zero_init,
             input_size=input_size if window_size == 0 else (window_size, window_size),
-            attn_impl=resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos),
+            attn_impl=resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos, parse_rpe_spec(rpe)),
             rpe=rpe,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
@@ -403,7 +413,7 @@ class ViT(Backbone):
         pretrain_img_size (int): image size of pre-training (pos_embed grid).
         pretrain_use_cls_token (bool): pos_embed has a cls-token slot.
         out_feature (str): name of the output feature.
-        attn_impl (str): "sdpa_mask", "sdpa_folded" or "explicit" (see :class:`Attention`).
+        attn_impl (str): "auto", "sdpa_mask", "sdpa_folded" or "explicit" (see :class:`Attention`).
         rpe (str, RPESpec or None): iRPE spec such as "rpe-2.0-product-ctx-1-k", or None; each
             block gets its own zero-initialised tables (``blocks.{i}.attn.rpe_{q,k,v}``; see
             :class:`Attention` and :class:`Block`).
@@ -432,13 +442,13 @@ class ViT(Backbone):
         pretrain_img_size=224,
         pretrain_use_cls_token=True,
         out_feature="last_feat",
-        attn_impl="sdpa_mask",
+        attn_impl="auto",
         rpe=None,
         use_sdpa=None,
         sdpa_rel_pos=None,
     ):
         super().__init__()
-        attn_impl = resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos)
+        attn_impl = resolve_attn_impl(attn_impl, use_sdpa, sdpa_rel_pos, parse_rpe_spec(rpe))
         self.pretrain_use_cls_token = pretrain_use_cls_token
         self.use_act_checkpoint = use_act_checkpoint
 
@@ -509,20 +519,22 @@ class ViT(Backbone):
 
 def set_vit_attention_impl(model, attn_impl, sdpa_rel_pos=None):
     """Switch every ViT :class:`Attention` in ``model`` to ``attn_impl`` (one of
-    :data:`ATTN_IMPLS`; the previous release's ``(use_sdpa: bool, sdpa_rel_pos)`` is accepted
+    :data:`ATTN_IMPLS` or "auto"; the previous release's ``(use_sdpa: bool, sdpa_rel_pos)`` is accepted
     with a deprecation warning).
 
     Raises ValueError, changing nothing, if an attention with iRPE would become "sdpa_folded".
     """
     if isinstance(attn_impl, bool):
         attn_impl = resolve_attn_impl(use_sdpa=attn_impl, sdpa_rel_pos=sdpa_rel_pos or "mask")
-    else:
+    elif sdpa_rel_pos is not None:
         attn_impl = resolve_attn_impl(attn_impl, sdpa_rel_pos=sdpa_rel_pos)
     attns = [m for m in model.modules() if isinstance(m, Attention)]
-    for m in attns:
-        _check_rpe_impl(m.rpe, attn_impl)
-    for m in attns:
-        m.attn_impl = attn_impl
+    # "auto" resolves per attention (with or without iRPE)
+    impls = [resolve_attn_impl(attn_impl, rpe=m.rpe) for m in attns]
+    for m, impl in zip(attns, impls):
+        _check_rpe_impl(m.rpe, impl)
+    for m, impl in zip(attns, impls):
+        m.attn_impl = impl
     return model
 
 
