@@ -22,7 +22,7 @@
 #   10. GPU figures: ViT-B attention at 1024 (explicit / mask / folded, fp16 autocast), the ViT-B
 #       Mask R-CNN training step at 1024 x2 with AMP, FPN vs FPT Mask R-CNN R-50 (inference
 #       800x1333, training step 1024 x2), iRPE (DETR encoder layer and terms), ViT-B training
-#       step with folded attention
+#       step with mask attention (the default is folded: the two side by side on CUDA)
 # Then it prints one table (check, status PASS/FAIL/SKIP, seconds, figure), writes it with the
 # benchmarks' own tables to gpu_check_results.md and every step's log to gpu_check_logs.txt in
 # $OUT if set, else in output/gpu_check/, and exits 1 if any check failed.
@@ -363,8 +363,8 @@ go "bench: ViT-B Mask R-CNN train step (AMP)" 180 step_bench train-step vitb_tra
 go "bench: FPN vs FPT Mask R-CNN R-50" 300 step_bench fpt fpt \
     benchmarks/fpt_speed_memory.py "${FPT_ARGS[@]}" --output "$WORK/bench/fpt"
 go "bench: iRPE (DETR layer, terms)" 180 step_bench irpe irpe benchmarks/irpe_speed.py "${IRPE_ARGS[@]}"
-go "bench: ViT-B train step, folded attention" 180 step_bench train-step vitb_train_step_folded \
-    benchmarks/train_step.py "${STEP_ARGS[@]}" model.backbone.net.attn_impl=sdpa_folded
+go "bench: ViT-B train step, mask attention" 180 step_bench train-step vitb_train_step_mask \
+    benchmarks/train_step.py "${STEP_ARGS[@]}" model.backbone.net.attn_impl=sdpa_mask
 
 # ---- the table ----------------------------------------------------------------------------------
 revision() {
