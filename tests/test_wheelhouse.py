@@ -201,14 +201,18 @@ def test_wheelhouse_installs_into_an_offline_node(tmp_path):
     assert manifest["bytes"] == sum(os.path.getsize(house / w) for w in wheels)
 
     env = _offline_env()
-    r = subprocess.run(
-        ["bash", "tools/setup.sh", "--wheelhouse", str(house), "--into-current-env"]
-        + ["--python", str(py)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+
+    def setup_offline():
+        return subprocess.run(
+            ["bash", "tools/setup.sh", "--wheelhouse", str(house), "--into-current-env"]
+            + ["--python", str(py)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    r = setup_offline()
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "[setup] ready: fpt" in out
@@ -245,12 +249,5 @@ def test_wheelhouse_installs_into_an_offline_node(tmp_path):
     assert re.search(r"\d+ passed", r.stdout)
 
     # a second run offline installs nothing
-    r = subprocess.run(
-        ["bash", "tools/setup.sh", "--wheelhouse", str(house), "--into-current-env"]
-        + ["--python", str(py)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    r = setup_offline()
     assert r.returncode == 0 and "[wheelhouse] nothing to install" in r.stdout, r.stdout + r.stderr

@@ -216,7 +216,6 @@ def cmd_install(args):
                 for name, v in sorted(lock.items()):
                     if name not in have or name in replaced:
                         f.write(f"{name}=={v}\n")
-        before = have
         r = pip(
             ["install", "-q", *src, "-r", reqs, "-c", cons],
             stdout=subprocess.PIPE,
@@ -227,9 +226,9 @@ def cmd_install(args):
             where = f"from {args.wheelhouse}" if args.wheelhouse else "from the package index"
             fail(f"pip could not install what this environment lacks {where}:\n{tail}")
     after = installed()
-    new = sorted(f"{n} {v}" for n, v in after.items() if before.get(n) != v)
+    new = sorted(f"{n} {v}" for n, v in after.items() if have.get(n) != v)
     say(f"installed {len(new)}: {', '.join(new)}")
-    changed = [n for n in before if n in after and before[n] != after[n] and n not in replaced]
+    changed = [n for n in have if n in after and have[n] != after[n] and n not in replaced]
     if changed:  # the constraints forbid it: a guard, should pip ever ignore them
         fail(f"pip changed distributions it was told to keep: {', '.join(changed)}")
     return 0
