@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Time and peak memory of one training step (forward, backward, optimizer step) of a config's
 model on a synthetic batch, with the config's optimizer, optionally under AMP as ``train.amp``
-runs it (fp16 autocast + ``GradScaler`` on CUDA, bf16 autocast on CPU).
+runs it (fp16 autocast + ``GradScaler`` on CUDA, bf16 autocast on CPU); with ``--inference``,
+of its inference on that batch (eval mode, no gradients).
 
     # ViT-B Mask R-CNN (ViTDet), 1024x1024, batch 2, AMP (upstream ViTDet-B: 10.9 GB on A100)
     python benchmarks/train_step.py --config-file configs/COCO/ViTDet/mask_rcnn_vitdet_b_100ep.py \\
@@ -98,6 +99,11 @@ def main(argv=None):
         metavar="PATH",
         help="load the model's weights from PATH (strict) if it exists, else save them there",
     )
+    parser.add_argument(
+        "--inference",
+        action="store_true",
+        help="time the model's inference instead (eval mode, no gradients, same batch)",
+    )
     parser.add_argument("opts", nargs="*", help="config overrides KEY=VALUE")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -109,7 +115,7 @@ def main(argv=None):
 
     cfg = load_config(args.config_file, args.opts)
     torch.manual_seed(0)
-    model = instantiate(cfg.model).to(device).train()
+    model = instantiate(cfg.model).to(device).train(not args.inference)
     if args.weights and os.path.exists(args.weights):
         model.load_state_dict(torch.load(args.weights, map_location=device), strict=True)
     elif args.weights:
@@ -125,6 +131,11 @@ def main(argv=None):
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
+
+    def infer():
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
+            outputs = model(inputs)
+        return float(len(outputs[0]["instances"]))  # detections of the first image
 
     def step():
         with EventStorage(), torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
@@ -148,16 +159,17 @@ def main(argv=None):
     if device.type == "cuda":
         sync()
         torch.cuda.reset_peak_memory_stats()
+    run = infer if args.inference else step
     first = time.perf_counter()
-    step()
+    run()
     sync()
     first = time.perf_counter() - first
     for _ in range(args.warmup - 1):
-        step()
+        run()
     sync()
     start = time.perf_counter()
     for _ in range(args.iters):
-        loss = step()
+        loss = run()
     sync()
     seconds = (time.perf_counter() - start) / args.iters
     if device.type == "cuda":
@@ -180,13 +192,15 @@ def main(argv=None):
         "first_step_seconds": first,
         "compiled": args.compile,
         "peak_gb": peak_gb,
-        "loss": loss,
+        "inference": args.inference,
+        "detections" if args.inference else "loss": loss,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "torch": torch.__version__,
     }
     memory = "GPU memory" if device.type == "cuda" else "RSS growth"
     print(
-        f"{' '.join([args.config_file] + args.opts)}: train step {args.size[0]}x{args.size[1]} "
+        f"{' '.join([args.config_file] + args.opts)}: "
+        f"{'inference' if args.inference else 'train step'} {args.size[0]}x{args.size[1]} "
         f"x{args.batch}, {precision}, on {where}: {seconds:.3f} s/iter (mean of {args.iters} "
         f"after {args.warmup} warm-up; first {first:.1f} s), peak {memory} {peak_gb:.2f} GB, "
         f"{params:.1f} M params{', compiled' if args.compile else ''}"

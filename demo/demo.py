@@ -78,6 +78,12 @@ def get_parser():
     )
     parser.add_argument("--max-frames", type=int, help="video: stop after this many frames")
     parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation with the config's test.tta (TEST.AUG) sizes and flip "
+        "(same as the override test.tta.enabled=True / TEST.AUG.ENABLED True)",
+    )
+    parser.add_argument(
         "--opts",
         default=[],
         nargs=argparse.REMAINDER,
@@ -135,7 +141,10 @@ def check_inputs(args):
 
 def build_predictor(args, cfg):
     kwargs = dict(
-        batch_size=args.batch_size, score_threshold=args.confidence_threshold, image_format="RGB"
+        batch_size=args.batch_size,
+        score_threshold=args.confidence_threshold,
+        image_format="RGB",
+        tta=True if args.tta else None,
     )
     if args.num_workers > 0:
         devices = (
@@ -151,6 +160,8 @@ def load_exported_predictor(args):
 
     if args.opts or args.num_workers > 0:
         raise ConfigError("--exported takes no --opts or --num-workers (export.json has the rest)")
+    if args.tta:
+        raise ConfigError("--exported takes no --tta: test-time augmentation runs a --config-file")
     return load_exported(
         args.exported,
         device=args.device,

@@ -49,6 +49,8 @@ class Predictor:
         outputs = predictor.predict([cv2.imread("a.jpg"), cv2.imread("b.jpg")])
     """
 
+    tta_model = None  # the test-time augmentation wrapper of self.model, when used
+
     def __init__(
         self,
         cfg,
@@ -57,6 +59,8 @@ class Predictor:
         score_threshold=None,
         image_format="BGR",
         compile=None,
+        random_weights=False,
+        tta=None,
     ):
         """
         Args:
@@ -72,6 +76,12 @@ class Predictor:
             compile (bool or None): ``torch.compile`` the model's backbone / transformer
                 (:mod:`fpt.engine.compile`); None: as the config's ``train.compile``
                 (``SOLVER.COMPILE``).
+            random_weights (bool): keep the model's initial weights, loading no checkpoint
+                (``weights`` is then None): for timing (``tools/benchmark.py``).
+            tta (bool or None): predict with test-time augmentation, the views of the config's
+                ``test.tta`` (``TEST.AUG``; :meth:`fpt.config.RunConfig.with_tta`); None: as its
+                ``enabled`` says. ``self.model`` stays the model itself, ``self.tta_model`` is
+                the augmenting wrapper (None without TTA).
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -99,10 +109,12 @@ class Predictor:
         if score_threshold is not None:
             self._set_score_threshold(score_threshold)
         self.model.to(self.device).eval()
-        self.weights = self._load_weights(run.weights, run.weights_key)
+        self.weights = None if random_weights else self._load_weights(run.weights, run.weights_key)
         settings = run.compile_settings
         if compile or (compile is None and settings):
             compile_model(self.model, **(settings or {}))
+        tta_model = run.with_tta(self.model, enabled=tta)
+        self.tta_model = tta_model if tta_model is not self.model else None
 
     def _set_score_threshold(self, threshold):
         for module in self.model.modules():
@@ -176,7 +188,8 @@ class Predictor:
         outputs = []
         for start in range(0, len(images), self.batch_size):
             inputs = [self.preprocess(im) for im in images[start : start + self.batch_size]]
-            outputs += [self._postprocess(out) for out in self.model(inputs)]
+            model = self.model if self.tta_model is None else self.tta_model
+            outputs += [self._postprocess(out) for out in model(inputs)]
         return outputs
 
     def _postprocess(self, output):

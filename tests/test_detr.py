@@ -739,7 +739,7 @@ def test_criterion_without_targets_clamps_num_boxes():
     # every query is "no object": the 0.1 weights cancel in the weighted mean
     expected = F.cross_entropy(logits[-1].reshape(-1, K + 1), torch.full((2 * Q,), K))
     assert losses["loss_ce"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert stats["class_error"] == 0.0
+    assert stats["class_error"] == 100.0  # official DETR's accuracy() is 0 without targets
 
 
 def test_criterion_num_boxes_counts_the_batch():
@@ -955,6 +955,80 @@ def test_yacs_builds_detr(enc_rpe):
         build_model(cfg)
 
 
+def test_yacs_detr_backbone_lr_multiplier():
+    """SOLVER.BACKBONE_MULTIPLIER scales the backbone's lr of a yacs DETR (official DETR's
+    lr_backbone); other meta-architectures keep detectron2's groups."""
+    from fpt.config import RunConfig, add_training_config
+
+    cfg = get_cfg()
+    add_training_config(cfg)
+    add_detr_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "DETR"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    cfg.MODEL.DETR.HIDDEN_DIM, cfg.MODEL.DETR.NHEADS = 32, 4
+    cfg.MODEL.DETR.ENC_LAYERS = cfg.MODEL.DETR.DEC_LAYERS = 1
+    cfg.MODEL.DETR.DIM_FEEDFORWARD = 64
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.BACKBONE_MULTIPLIER = 1e-3, 0.25
+    model = build_model(cfg)
+    names = {p: n for n, p in model.named_parameters()}
+    lrs = {
+        names[p]: g["lr"]
+        for g in RunConfig(cfg).build_optimizer(model).param_groups
+        for p in g["params"]
+    }
+    assert lrs["backbone.res5.0.conv1.weight"] == pytest.approx(2.5e-4)
+    assert lrs["transformer.encoder.layers.0.linear1.weight"] == pytest.approx(1e-3)
+    assert lrs["class_embed.weight"] == pytest.approx(1e-3)
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # the key is DETR's only
+    groups = RunConfig(cfg).build_optimizer(model).param_groups
+    assert {g["lr"] for g in groups} == {1e-3}
+
+
+@pytest.mark.parametrize("enc_rpe", [None, "rpe-2.0-product-ctx-1-k"])
+def test_transformer_activation_checkpointing_keeps_gradients(enc_rpe):
+    """use_checkpoint recomputes each layer in the backward pass: same outputs and gradients
+    (dropout included: the recomputation draws the same masks), within 1e-6."""
+    torch.manual_seed(0)
+    plain = Transformer(32, 4, 2, 2, dim_feedforward=48, dropout=0.1, enc_rpe=enc_rpe)
+    checkpointed = Transformer(
+        32, 4, 2, 2, dim_feedforward=48, dropout=0.1, enc_rpe=enc_rpe, use_checkpoint=True
+    )
+    checkpointed.load_state_dict(plain.state_dict())
+    src, pos = torch.randn(2, 32, 5, 6), torch.randn(2, 32, 5, 6)
+    mask = torch.zeros(2, 5, 6, dtype=torch.bool)
+    mask[1, :, 4:] = True
+    query = torch.randn(7, 32)
+    results, calls = [], []
+    for model in (plain, checkpointed):
+        layers = (model.encoder.layers[0], model.decoder.layers[1])
+        count = [0]
+        for layer in layers:  # count the calls of forward (recomputation runs no module hooks)
+
+            def counted(*args, forward=layer.forward, **kwargs):
+                count[0] += 1
+                return forward(*args, **kwargs)
+
+            layer.forward = counted
+        torch.manual_seed(1)
+        hs, memory = model(src, mask, query, pos)
+        (hs.square().sum() + memory.sum()).backward()
+        results.append((hs, {n: p.grad for n, p in model.named_parameters()}))
+        calls.append(count[0])
+    assert calls == [2, 4]  # checkpointed layers run again in the backward pass
+    (hs0, grads0), (hs1, grads1) = results
+    torch.testing.assert_close(hs1, hs0, rtol=0, atol=1e-6)
+    assert grads0.keys() == grads1.keys()
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], rtol=0, atol=1e-6, msg=name)
+    with torch.no_grad():  # inference: no checkpointing, same outputs
+        torch.testing.assert_close(
+            checkpointed.eval()(src, mask, query, pos)[0], plain.eval()(src, mask, query, pos)[0]
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # 10. COCO configs: schedule, clipping, optimizer groups
 # ---------------------------------------------------------------------------------------------
@@ -987,6 +1061,7 @@ def test_coco_detr_config(name, meta_models):
     assert cfg.train.output_dir.endswith(name)
     assert cfg.model.num_queries == 100 and cfg.model.criterion.eos_coef == 0.1
     assert cfg.dataloader.train.total_batch_size == 16
+    assert cfg.dataloader.train.aspect_ratio_grouping is False  # as official DETR
 
     model = meta_models["detr_r50_irpe_k_300ep" if enc_rpe else "detr_r50_300ep"]
     cfg.optimizer.params.model = model

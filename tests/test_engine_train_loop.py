@@ -14,7 +14,7 @@ from detectron2.utils.events import EventStorage
 from fpt.engine.checkpoint import AtomicCheckpointer, atomic_write
 from fpt.engine.ddp import cpu_safe_sync_batchnorm
 from fpt.engine.hooks import EMAHook, LRScheduler
-from fpt.engine.sampler import ResumableTrainingSampler
+from fpt.data.samplers import ResumableTrainingSampler
 from fpt.engine.train_loop import AccumulatingAMPTrainer, NonFiniteLossError, clip_gradients
 
 

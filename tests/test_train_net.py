@@ -233,7 +233,8 @@ def test_a_dying_rank_makes_the_other_exit_with_a_clear_error(tiny_val, tmp_path
         ),
         (
             "dataloader.train.dataset.names=shapes_trian",
-            "dataset 'shapes_trian' is not registered; did you mean: shapes_train, shapes_val "
+            "dataset 'shapes_trian' is not registered; did you mean: shapes_train, "
+            "shapes_lvis_train, shapes_val "
             "(register a COCO json with --register-coco NAME JSON IMAGES)",
         ),
     ],

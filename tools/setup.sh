@@ -92,8 +92,9 @@ else
         "${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
             "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
     fi
-    say "pinned dependencies (requirements/lock.txt)"
-    "${PIP[@]}" -r requirements/base.txt -c requirements/lock.txt
+    say "pinned dependencies (requirements/lock.txt), optional features' too (extras.txt)"
+    "${PIP[@]}" -r requirements/base.txt -r requirements/extras.txt -c requirements/lock.txt
+    "${PIP[@]}" --no-deps -r requirements/no-deps.txt -c requirements/lock.txt
 fi
 
 say "detectron2"

@@ -45,6 +45,8 @@ except ImportError:  # an environment without packaging: pip always vendors it
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "requirements", "base.txt")
 LOCK = os.path.join(REPO, "requirements", "lock.txt")
+# installed without their declared dependencies (the file says why for each)
+NO_DEPS = os.path.join(REPO, "requirements", "no-deps.txt")
 # installing fpt editable (pyproject.toml's build-system) without build isolation needs it
 BUILD = ["setuptools>=77"]
 # the oldest torch / torchvision we support (README); never installed or replaced by this tool
@@ -126,9 +128,15 @@ def satisfied(req, version):
 
 
 def wanted(env=None):
-    """fpt's requirements for a target whose markers are ``env`` (None: this interpreter)."""
-    reqs = read_requirements(BASE) + [Requirement(b) for b in BUILD]
+    """fpt's requirements for a target whose markers are ``env`` (None: this interpreter),
+    those of requirements/no-deps.txt last."""
+    reqs = read_requirements(BASE) + [Requirement(b) for b in BUILD] + read_requirements(NO_DEPS)
     return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
+
+
+def no_deps_names():
+    """The distributions installed without their declared dependencies."""
+    return {canonicalize_name(r.name) for r in read_requirements(NO_DEPS)}
 
 
 def plan(reqs, have):
@@ -202,10 +210,15 @@ def cmd_install(args):
         return 0
     replaced = {canonicalize_name(r.name) for r, v in needed if v is not None}
     lock = read_lock()
+    no_deps = no_deps_names()
     with tempfile.TemporaryDirectory() as tmp:
         reqs, cons = os.path.join(tmp, "needed.txt"), os.path.join(tmp, "constraints.txt")
-        with open(reqs, "w") as f:
-            f.writelines(f"{r}\n" for r, _ in needed)
+        bare = os.path.join(tmp, "no-deps.txt")
+        for path, group in ((reqs, False), (bare, True)):
+            with open(path, "w") as f:
+                f.writelines(
+                    f"{r}\n" for r, _ in needed if (canonicalize_name(r.name) in no_deps) == group
+                )
         with open(cons, "w") as f:
             # every distribution there stays as it is (torch above all) unless we replace it;
             # what comes new comes at our tested versions where they fit
@@ -216,11 +229,14 @@ def cmd_install(args):
                 for name, v in sorted(lock.items()):
                     if name not in have or name in replaced:
                         f.write(f"{name}=={v}\n")
-        r = pip(
-            ["install", "-q", *src, "-r", reqs, "-c", cons],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        for path, extra in ((reqs, []), (bare, ["--no-deps"])):
+            r = pip(
+                ["install", "-q", *src, *extra, "-r", path, "-c", cons],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            if r.returncode:
+                break
         if r.returncode:
             tail = "\n".join(l for l in r.stdout.splitlines() if l.strip())[-2500:]
             where = f"from {args.wheelhouse}" if args.wheelhouse else "from the package index"
@@ -332,6 +348,7 @@ def resolve(needed, have, target, out):
     """Download ``needed`` and, round by round, the dependencies the target lacks.
     Returns {name: (version, wheel filename)}."""
     lock = read_lock()
+    no_deps = no_deps_names()
     chosen, pending = {}, [(req, "") for req, _ in needed]
     with tempfile.TemporaryDirectory() as work:
         while pending:
@@ -367,7 +384,7 @@ def resolve(needed, have, target, out):
                 meta = wheel_metadata(path)
                 name = canonicalize_name(meta["Name"])
                 chosen[name] = (meta["Version"], os.path.basename(path))
-                for line in meta.get_all("Requires-Dist") or []:
+                for line in [] if name in no_deps else meta.get_all("Requires-Dist") or []:
                     dep = Requirement(line)
                     if dep.marker is None or target.evaluate(dep.marker):
                         pending.append((dep, f"{name} {meta['Version']}"))

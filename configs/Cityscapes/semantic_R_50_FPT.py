@@ -68,3 +68,12 @@ train = get_config("common/train.py").train
 train.max_iter = 90000
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 train.output_dir = "output/cityscapes_semantic_R_50_FPT"
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=None,
+    source="the paper's 82.2 mIoU is a dilated R-101 + UFP model, not this config",
+    weights=None,
+    convert=None,
+    note="the FPT authors released no trained weights",
+)

@@ -19,6 +19,7 @@ from . import (
     fast_eval,
     fx_tracing,
     lr_scheduler,
+    lvis_api,
     map_dataset,
     norms,
     numpy_aliases,
@@ -70,6 +71,7 @@ def apply():
         map_dataset.apply()
         lr_scheduler.apply()
         numpy_aliases.apply()
+        lvis_api.apply()
         timm_layers.apply()
         fx_tracing.apply()
         for module in _IMPORTED_EAGERLY:

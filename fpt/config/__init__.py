@@ -8,6 +8,7 @@ module per kind: :mod:`.lazy_run`, :mod:`.yacs_run`).
     run.output_dir, run.test_dataset_names, run.build_model("cpu")
 """
 
+from .classes import fit_num_classes
 from .errors import ConfigError
 from .loading import (
     TRAIN_DEFAULTS,
@@ -27,6 +28,7 @@ __all__ = [
     "check_overrides",
     "check_rpe_specs",
     "fill_train_defaults",
+    "fit_num_classes",
     "get_common_train",
     "is_lazy_config",
     "load_config",

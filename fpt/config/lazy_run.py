@@ -12,7 +12,10 @@ from detectron2.config.instantiate import locate
 from detectron2.evaluation import COCOEvaluator
 
 from ..data import check_image_files
+from ..data.samplers import ResumableSampler, ResumableTrainingSampler
 from .errors import ConfigError
+from .loggers import check_loggers
+from .overrides import _find_keys
 from .run import RunConfig
 
 __all__ = ["LazyRunConfig", "fixed_input_size", "scale_to_world_size"]
@@ -24,6 +27,7 @@ class LazyRunConfig(RunConfig):
     kind = "LazyConfig"
     model_key = "cfg.model"
     weights_key = "train.init_checkpoint"
+    tta_key = "test.tta"
 
     def _select(self, key, default=None):
         return OmegaConf.select(self.cfg, key, default=default)
@@ -113,11 +117,31 @@ class LazyRunConfig(RunConfig):
                 if t.compile.enabled
                 else None
             ),
+            freeze=list(t.freeze),
+            val_loss_period=t.val_loss_period,
+            val_loss_batches=t.val_loss_batches,
+            loggers=check_loggers(
+                t.loggers,
+                OmegaConf.to_container(t.logger_options),
+                "train.loggers",
+                "train.logger_options",
+            ),
         )
 
     def scaled_to_world_size(self, world_size):
         scale_to_world_size(self.cfg, world_size)
         return self
+
+    @property
+    def tta_settings(self):
+        t = self.cfg.test.tta
+        return dict(
+            enabled=bool(t.enabled),
+            min_sizes=list(t.min_sizes) if t.min_sizes is not None else None,
+            max_size=t.max_size,
+            scales=list(t.scales),
+            flip=bool(t.flip),
+        )
 
     def test_augmentations(self):
         augs = self._select("dataloader.test.mapper.augmentations")
@@ -139,14 +163,23 @@ class LazyRunConfig(RunConfig):
         return instantiate(self.cfg.lr_multiplier)  # a ParamScheduler, on the fraction of training
 
     def build_train_loader(self, make_sampler):
+        """A ``dataloader.train.sampler`` of class :class:`~fpt.data.samplers.ResumableSampler`
+        (e.g. ``L(RepeatFactorSampler)(repeat_thresh=0.001)``) gets the training set and the
+        trainer's seed; another sampler of the config's own is built as it is (not resumable)."""
         node = self.cfg.dataloader.train
-        if "sampler" in node:  # the config's own sampler
+        own = node.get("sampler")
+        sampler_class = _target(own) if own is not None else ResumableTrainingSampler
+        if not (isinstance(sampler_class, type) and issubclass(sampler_class, ResumableSampler)):
             return instantiate(node), None
-        args = {k: instantiate(v) for k, v in node.items() if k != "_target_"}
+        args = {k: instantiate(v) for k, v in node.items() if k not in ("_target_", "sampler")}
         check_image_files(args["dataset"], "training set")
-        sampler = make_sampler(len(args["dataset"]))
-        target = locate(node._target_) if isinstance(node._target_, str) else node._target_
-        return target(**args, sampler=sampler), sampler
+        options = (
+            {k: instantiate(v) for k, v in own.items() if k != "_target_"}
+            if own is not None
+            else {}
+        )
+        sampler = make_sampler(args["dataset"], sampler_class, **options)
+        return _target(node)(**args, sampler=sampler), sampler
 
     def build_test_loader(self, dataset_name=None):
         return instantiate(self.cfg.dataloader.test)
@@ -154,6 +187,13 @@ class LazyRunConfig(RunConfig):
     def test_set(self, dataset_name=None):
         test = self.cfg.dataloader.test
         return instantiate(test.dataset), instantiate(test.mapper)
+
+    def val_loss_set(self):
+        train, test = self.cfg.dataloader.train, self.cfg.dataloader.test
+        mapper = OmegaConf.create(train.mapper, flags={"allow_objects": True})
+        augmentations = test.mapper.get("augmentations", None)
+        mapper.augmentations = [] if augmentations is None else augmentations
+        return instantiate(test.dataset), instantiate(mapper)
 
     def build_evaluator(self, dataset_name=None, output_dir=None):
         node = self._select("dataloader.evaluator")
@@ -167,8 +207,43 @@ class LazyRunConfig(RunConfig):
     def set_weights(self, path):
         self.cfg.train.init_checkpoint = path
 
+    def add_datasets_to_register(self, entries):
+        new = {name: dict(name=name, json_file=j, image_root=r) for name, j, r in entries}
+        kept = [dict(e) for e in self.cfg.get("datasets", None) or [] if e.name not in new]
+        self.cfg.datasets = kept + list(new.values())
+
+    def use_datasets(self, train=None, test=None):
+        for split, names in (("train", train), ("test", test)):
+            if not names:
+                continue
+            node = self._select(f"dataloader.{split}.dataset")
+            if node is None or "names" not in node:
+                raise ConfigError(
+                    f"dataloader.{split}.dataset of this config takes no dataset names: "
+                    f"cannot use {', '.join(names)}"
+                )
+            node.names = names[0] if len(names) == 1 else list(names)
+
+    def class_count_keys(self):
+        if "model" not in self.cfg:
+            return []
+        tree = OmegaConf.to_container(self.cfg.model, resolve=False)
+        return [
+            (f"model.{key}", value, "stuff" if "sem_seg_head" in key.split(".") else "thing")
+            for key, value in _find_keys(tree, ("num_classes",))
+            if type(value) is int and not key.startswith("backbone.")
+        ]
+
+    def set_option(self, key, value):
+        OmegaConf.update(self.cfg, key, value, merge=False)
+
     def save(self, path):
         LazyConfig.save(self.cfg, path)
+
+
+def _target(node):
+    """The callable a LazyCall node names (its ``_target_``, located when a string)."""
+    return locate(node._target_) if isinstance(node._target_, str) else node._target_
 
 
 def scale_to_world_size(cfg, world_size):
@@ -204,7 +279,7 @@ def scale_to_world_size(cfg, world_size):
 def fixed_input_size(cfg):
     """Whether a LazyConfig feeds the model one input size only: its backbone pads every batch
     to a fixed square (ViTDet's ``SimpleFeaturePyramid(square_pad=1024)``, as in LSJ), or its
-    training augmentations end in a padded ``FixedSizeCrop``."""
+    training augmentations end in a padded ``FixedSizeCrop`` (or ``ResizeScaleCrop``)."""
     backbone = OmegaConf.select(cfg, "model.backbone", default=None)
     if backbone is not None and (backbone.get("square_pad") or 0) > 0:
         return True
@@ -214,4 +289,5 @@ def fixed_input_size(cfg):
         return False
     target = last.get("_target_")
     name = target if isinstance(target, str) else getattr(target, "__name__", "")
-    return name.rsplit(".", 1)[-1] == "FixedSizeCrop" and last.get("pad", True) is True
+    fixed_crops = ("FixedSizeCrop", "ResizeScaleCrop")
+    return name.rsplit(".", 1)[-1] in fixed_crops and last.get("pad", True) is True

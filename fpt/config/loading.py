@@ -24,9 +24,11 @@ from detectron2.config import CfgNode, LazyConfig, get_cfg
 
 from ..utils.text import first_line
 from .errors import ConfigError
+from .loggers import LOGGER_OPTIONS
 from .overrides import check_overrides, check_rpe_specs, yacs_pairs
 
 __all__ = [
+    "TEST_DEFAULTS",
     "TRAIN_DEFAULTS",
     "add_training_config",
     "fill_train_defaults",
@@ -48,6 +50,22 @@ TRAIN_DEFAULTS = dict(
     cudnn_benchmark=None,  # None: on when every batch has one input size (e.g. LSJ)
     # torch.compile of the backbone / transformer, training and inference (fpt.engine.compile)
     compile=dict(enabled=False, mode="default", dynamic=None, backend="inductor"),
+    # fine-tuning (fpt.engine.finetune): parameter-name patterns frozen before the optimizer is
+    # built (e.g. "backbone.bottom_up"); every val_loss_period iterations (0: never), the
+    # losses on val_loss_batches batches of the test set, logged as val_<loss>
+    freeze=[],
+    val_loss_period=0,
+    val_loss_batches=10,
+    # where metrics, config and results go (fpt.config.loggers): also "wandb", "mlflow"
+    loggers=["tensorboard", "json"],
+    logger_options=LOGGER_OPTIONS,
+)
+
+# the ``test`` node of a LazyConfig (yacs: detectron2's ``TEST.AUG``)
+TEST_DEFAULTS = dict(
+    # test-time augmentation (fpt.modeling.tta): shortest edges min_sizes (longer edge at most
+    # max_size) or, when min_sizes is None, scales of the test resize's size; each also flipped
+    tta=dict(enabled=False, min_sizes=None, max_size=None, scales=[0.8, 1.0, 1.2], flip=True),
 )
 
 _QUOTES = "\"'"
@@ -77,11 +95,23 @@ def add_training_config(cfg):
     cfg.MODEL_EMA = CfgNode({"ENABLED": False, "DECAY": 0.9998})
     cfg.SOLVER.COMPILE = CfgNode({"ENABLED": False, "MODE": "default"})
     cfg.TEST.BEST_METRIC = ""
+    cfg.LOGGERS = list(TRAIN_DEFAULTS["loggers"])
+    cfg.LOGGER_OPTIONS = CfgNode(
+        {
+            name.upper(): {k.upper(): v for k, v in opts.items()}
+            for name, opts in LOGGER_OPTIONS.items()
+        }
+    )
+    cfg.DATASETS.REGISTER_COCO = []  # [[name, json_file, image_root], ...]: COCO jsons
+    cfg.SOLVER.FREEZE = []  # train.freeze
+    cfg.TEST.VAL_LOSS_PERIOD = 0  # train.val_loss_period
+    cfg.TEST.VAL_LOSS_BATCHES = 10  # train.val_loss_batches
 
 
 def _yacs_config_hooks():
-    """The ``add_*_config`` functions of ours that every yacs config gets. (The config layer's
-    one import of the model layer: each model's yacs keys are declared next to the model.)"""
+    """The ``add_*_config`` functions of ours that every yacs config gets. (One of the config
+    layer's two imports of the model layer, with ``RunConfig.with_tta``: each model's yacs keys
+    are declared next to the model.)"""
     from ..modeling import add_detr_config, add_fpt_config, add_vitdet_config
 
     return (add_training_config, add_fpt_config, add_vitdet_config, add_detr_config)
@@ -119,11 +149,20 @@ def load_config(path, opts=(), yacs_hooks=()):
     return _load_lazy(path, opts)
 
 
+class _KindLoader(yaml.SafeLoader):
+    """Safe YAML, reading the ``!!python/...`` tags of a saved LazyConfig (``LazyConfig.save``
+    writes classes, functions and objects so) as None: enough to tell the kinds apart, nothing
+    is imported or run."""
+
+
+_KindLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
+
+
 def _is_yacs_file(path):
     if path.endswith(".py"):
         return False
     with open(path) as f:
-        content = yaml.safe_load(f) or {}
+        content = yaml.load(f, Loader=_KindLoader) or {}
     if not isinstance(content, dict):
         raise ConfigError(
             f"{path}: expected a mapping of config keys, got {type(content).__name__}"
@@ -141,6 +180,9 @@ def _load_lazy(path, opts):
     if "train" not in cfg:
         cfg.train = OmegaConf.create(get_common_train())
     fill_train_defaults(cfg.train)
+    if "test" not in cfg:
+        cfg.test = {}
+    fill_train_defaults(cfg.test, TEST_DEFAULTS)
     check_overrides(cfg, opts)
     try:
         cfg = LazyConfig.apply_overrides(cfg, opts)

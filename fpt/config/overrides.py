@@ -18,7 +18,7 @@ from ..utils.text import first_line
 from .errors import ConfigError
 from .run import is_lazy_config
 
-__all__ = ["check_overrides", "check_rpe_specs", "yacs_pairs"]
+__all__ = ["check_overrides", "check_rpe_specs", "overridden_keys", "yacs_pairs"]
 
 _RPE_KEYS = ("rpe", "enc_rpe", "RPE", "ENC_RPE")  # iRPE specs: ViT attention, DETR encoder
 
@@ -30,6 +30,13 @@ def yacs_pairs(opts):
     if len(opts) % 2:
         raise ConfigError(f"yacs overrides come in KEY VALUE pairs, got {opts}")
     return list(opts)
+
+
+def overridden_keys(cfg, overrides):
+    """The keys ``overrides`` set (see :func:`check_overrides` for their forms)."""
+    if is_lazy_config(cfg):
+        return [item.lstrip("+~").split("=", 1)[0] for item in overrides]
+    return yacs_pairs(list(overrides))[0::2]
 
 
 def _as_tree(cfg):

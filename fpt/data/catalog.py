@@ -7,6 +7,7 @@ dataset, the path and what was expected.
 """
 
 import difflib
+import json
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -19,7 +20,14 @@ def dataset_root(root=None):
     return os.path.expanduser(root or os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-__all__ = ["DatasetError", "register_coco", "check_registered", "check_files", "check_image_files"]
+__all__ = [
+    "DatasetError",
+    "register_coco",
+    "check_registered",
+    "check_files",
+    "check_image_files",
+    "dataset_classes",
+]
 
 
 class DatasetError(ValueError):
@@ -91,3 +99,31 @@ def register_coco(name, json_file, image_root, **metadata):
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
     )
+
+
+def dataset_classes(name):
+    """The class names (``thing_classes``) of a registered dataset, or None when unknown.
+
+    Taken from its metadata; for a COCO json whose data was not loaded yet (``register_coco``
+    reads it lazily), from the json's ``categories`` (sorted by id, as ``load_coco_json`` orders
+    them), which are then set in the metadata with the category-id map, as ``load_coco_json``
+    sets them. None when the metadata names neither (or the json does not exist).
+    """
+    meta = MetadataCatalog.get(name)
+    if "thing_classes" in meta.as_dict():
+        return list(meta.thing_classes)
+    json_file = meta.get("json_file")
+    if not json_file or not os.path.isfile(json_file):
+        return None
+    try:
+        with open(json_file) as f:
+            categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+        names = [c["name"] for c in categories]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DatasetError(
+            f"dataset {name!r}: {json_file!r} has no valid COCO categories "
+            f"({type(e).__name__}: {e})"
+        ) from None
+    meta.thing_classes = names
+    meta.thing_dataset_id_to_contiguous_id = {c["id"]: i for i, c in enumerate(categories)}
+    return names

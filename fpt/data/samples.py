@@ -12,6 +12,7 @@ installed or imported. :func:`register_samples` (run on ``import fpt``) only reg
 ``datasets/prepare_samples.py`` builds the folders.
 """
 
+import functools
 import glob
 import json
 import logging
@@ -22,6 +23,8 @@ import sys
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
+
+from detectron2.data import DatasetCatalog
 
 from .catalog import dataset_root, register_coco
 
@@ -158,16 +161,38 @@ def prepare_deepforest(root=None, cache=None):
     return out
 
 
+# the deepforest_trees images held out of deepforest_trees_train (98 trees; the train split, the
+# two large YELL crops, has 853)
+DEEPFOREST_VAL_IMAGES = ("OSBS_029.png", "SOAP_061.png")
+
+
 def register_samples(root=None):
-    """Register ``labelme_voc`` and ``deepforest_trees`` (built by datasets/prepare_samples.py)."""
+    """Register ``labelme_voc`` and ``deepforest_trees`` (built by datasets/prepare_samples.py),
+    and ``deepforest_trees`` cut by image: ``deepforest_trees_train`` and ``_val``
+    (:data:`DEEPFOREST_VAL_IMAGES`), evaluated against the same json."""
     root = dataset_root(root)
     register_coco(
         "labelme_voc",
         os.path.join(root, "labelme_voc", "annotations.json"),
         os.path.join(root, "labelme_voc"),
     )
-    register_coco(
-        "deepforest_trees",
+    deepforest = (
         os.path.join(root, "deepforest", "annotations.json"),
         os.path.join(root, "deepforest", "images"),
     )
+    register_coco("deepforest_trees", *deepforest)
+    for split, held_out in (("train", False), ("val", True)):
+        name = f"deepforest_trees_{split}"
+        register_coco(name, *deepforest)
+        load_all = DatasetCatalog[name]
+        DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, functools.partial(_images_of, load_all, held_out))
+
+
+def _images_of(load_all, held_out):
+    """The dataset dicts that are (``held_out``) or are not in :data:`DEEPFOREST_VAL_IMAGES`."""
+    return [
+        d
+        for d in load_all()
+        if (os.path.basename(d["file_name"]) in DEEPFOREST_VAL_IMAGES) == held_out
+    ]

@@ -10,6 +10,10 @@ def default_argument_parser(epilog=None):
     --resume --eval-only`` and trailing ``key=value`` overrides) plus:
 
     * ``--register-coco NAME JSON IMAGE_ROOT`` (repeatable): a COCO-format dataset;
+    * ``--register-coco-train NAME JSON IMAGE_ROOT`` (repeatable) and ``--register-coco-test
+      NAME JSON IMAGE_ROOT``: a COCO-format dataset, registered and trained (tested) on in place
+      of the config's; the heads' class counts follow the training set
+      (:func:`fpt.config.fit_num_classes`);
     * ``--dist-timeout SECONDS``: how long ranks wait for each other before failing (every
       process group);
     * ``--visualize N``: draw predictions on N test images at the end (default: the config's
@@ -25,6 +29,22 @@ def default_argument_parser(epilog=None):
         default=[],
         metavar=("NAME", "JSON", "IMAGE_ROOT"),
         help="register a COCO-format instances json under NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--register-coco-train",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format json and train on it instead of the config's training set "
+        "(repeatable: trains on all); the heads' class counts follow its categories",
+    )
+    parser.add_argument(
+        "--register-coco-test",
+        nargs=3,
+        default=None,
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format json and evaluate on it instead of the config's test set",
     )
     parser.add_argument(
         "--dist-timeout",

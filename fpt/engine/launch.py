@@ -8,7 +8,9 @@ detectron2 0.6's ``launch`` asserts CUDA and hard-codes NCCL (engine/launch.py:9
   CUDA config on a machine without CUDA (which trains on CPU), runs its processes over gloo;
 * ``dist_url`` may be ``tcp://HOST:PORT``, ``auto`` (a free local port), or ``env://``
   (``MASTER_ADDR``/``MASTER_PORT``, plus ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` when started by
-  torchrun or SLURM: then this process *is* the worker and nothing is spawned);
+  torchrun); a process started by torchrun (``env://``) or as one of several tasks of an
+  ``srun`` step *is* a worker and spawns nothing: :func:`launcher_environment` reads its rank,
+  world size, local rank and rendezvous from the launcher's variables;
 * every process group (the world, the per-machine group, detectron2's gloo side group for
   ``comm.all_gather``) gets ``timeout``, so a rank that dies makes the others fail after it;
 * a worker that fails logs its rank and full traceback (into its ``log.txt[.rankN]`` once the
@@ -26,6 +28,7 @@ import shutil
 import socket
 import tempfile
 import traceback
+from collections import namedtuple
 from datetime import timedelta
 
 import torch
@@ -38,6 +41,9 @@ from ..utils.text import first_line
 
 __all__ = [
     "launch",
+    "launcher_environment",
+    "expand_hostlist",
+    "LauncherEnvironment",
     "DEFAULT_TIMEOUT",
     "find_free_port",
     "distributed_backend",
@@ -72,6 +78,113 @@ def find_free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]
+
+
+# The variables each launcher sets for every process it starts. torchrun names the processes on
+# this machine; srun names the machines of the step, and its tasks are spread over them evenly
+# (block distribution, as ``--ntasks-per-node``): rank // tasks per machine is the machine.
+_LAUNCHER_VARIABLES = {
+    "torchrun": dict(
+        rank="RANK", world_size="WORLD_SIZE", local_rank="LOCAL_RANK", local_size="LOCAL_WORLD_SIZE"
+    ),
+    "srun": dict(
+        rank="SLURM_PROCID",
+        world_size="SLURM_STEP_NUM_TASKS",
+        local_rank="SLURM_LOCALID",
+        machines="SLURM_STEP_NUM_NODES",
+        machine_rank="SLURM_NODEID",
+    ),
+}
+
+LauncherEnvironment = namedtuple(
+    "LauncherEnvironment",
+    "launcher rank world_size local_rank local_size machine_rank dist_url",
+)
+LauncherEnvironment.__doc__ = """What torchrun or srun told this process: its ``rank`` of
+``world_size``, its ``local_rank`` of the ``local_size`` processes on its machine, the
+``machine_rank``, and the rendezvous ``dist_url``; ``launcher`` is "torchrun" or "srun"."""
+
+_HOST_RANGE = re.compile(r"^([^\[,]*)\[([^\]]*)\](.*)$")
+
+
+def expand_hostlist(hostlist):
+    """SLURM's compressed host list as host names: ``"node[01-03,07],gpu5"`` ->
+    ``["node01", "node02", "node03", "node07", "gpu5"]`` (zero padding kept; several bracket
+    groups in one name, ``"r[1-2]n[1-2]"``, expand as a product)."""
+    hosts, depth, start = [], 0, 0
+    for i, c in enumerate(hostlist + ","):
+        depth += {"[": 1, "]": -1}.get(c, 0)
+        if c == "," and depth == 0:
+            if i > start:
+                hosts += _expand_host(hostlist[start:i])
+            start = i + 1
+    return hosts
+
+
+def _expand_host(name):
+    match = _HOST_RANGE.match(name)
+    if match is None:
+        return [name]
+    prefix, ranges, rest = match.groups()
+    names = []
+    for part in ranges.split(","):
+        first, _, last = part.partition("-")
+        if not (first.isdigit() and (last or first).isdigit()):
+            raise ValueError(f"not a SLURM host list: {name!r} (range {part!r})")
+        for n in range(int(first), int(last or first) + 1):
+            names.append(f"{prefix}{n:0{len(first)}d}")
+    return [a + b for a in names for b in _expand_host(rest)]
+
+
+def slurm_port(job_id):
+    """The rendezvous port of SLURM job ``job_id``: 15000-29999, below Linux's ephemeral ports,
+    the same on every node of the job and different for jobs whose ids differ by < 15000."""
+    return 15000 + int(job_id) % 15000
+
+
+def launcher_environment(dist_url=None, environ=None):
+    """The :class:`LauncherEnvironment` of a process started by torchrun (with ``dist_url``
+    ``env://``) or as one of several tasks of an ``srun`` step (any ``dist_url``: each task is
+    one process of the job, never a launcher of its own); None otherwise.
+
+    Under srun the rendezvous is ``tcp://MASTER_ADDR:MASTER_PORT``: by default the first host of
+    ``SLURM_STEP_NODELIST`` (the job's node list when the step spans the allocation; rank 0 runs
+    there) and :func:`slurm_port` of ``SLURM_JOB_ID``; set either variable to choose.
+
+    Raises:
+        DistributedError: srun placed the tasks unevenly over the machines, or cyclically.
+    """
+    env = os.environ if environ is None else environ
+    if dist_url == "env://" and "RANK" in env and "WORLD_SIZE" in env:
+        launcher = "torchrun"
+    elif "SLURM_STEP_ID" in env and int(env.get("SLURM_STEP_NUM_TASKS", 1)) > 1:
+        launcher = "srun"
+    elif dist_url == "env://" and "SLURM_STEP_ID" in env:  # a single srun task
+        launcher = "srun"
+    else:
+        return None
+    names = _LAUNCHER_VARIABLES[launcher]
+    rank, world_size = int(env[names["rank"]]), int(env[names["world_size"]])
+    local_rank = int(env.get(names["local_rank"], 0))
+    if launcher == "torchrun":
+        local_size = int(env.get(names["local_size"], world_size))
+        return LauncherEnvironment(
+            launcher, rank, world_size, local_rank, local_size, rank // local_size, dist_url
+        )
+    machines, machine_rank = int(env[names["machines"]]), int(env[names["machine_rank"]])
+    local_size = world_size // machines
+    if world_size % machines or rank // local_size != machine_rank:
+        raise DistributedError(
+            f"srun started {world_size} tasks on {machines} machines with task {rank} on machine "
+            f"{machine_rank}: give each machine as many tasks, in blocks (srun "
+            "--ntasks-per-node=N --distribution=block)"
+        )
+    nodelist = env.get("SLURM_STEP_NODELIST") or env["SLURM_JOB_NODELIST"]
+    host = env.get("MASTER_ADDR") or expand_hostlist(nodelist)[0]
+    port = env.get("MASTER_PORT") or slurm_port(env["SLURM_JOB_ID"])
+    return LauncherEnvironment(
+        launcher, rank, world_size, local_rank, local_size, machine_rank, f"tcp://{host}:{port}"
+    )
 
 
 def distributed_backend(device, num_processes):
@@ -127,23 +240,27 @@ def launch(
         DistributedError: the layout does not fit the machine, or a worker died;
         WorkerError: a worker raised an exception.
     """
-    if dist_url == "env://" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        # started by torchrun / SLURM: this process is one worker
-        world_size = int(os.environ["WORLD_SIZE"])
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", num_gpus_per_machine))
+    started = launcher_environment(dist_url)
+    if started is not None:  # this process is one worker of torchrun's or srun's
+        if started.launcher == "srun" and num_gpus_per_machine > 1:
+            raise DistributedError(
+                f"--num-gpus {num_gpus_per_machine} in one of {started.world_size} srun tasks: "
+                "each task is one process; start one task per GPU (srun --ntasks-per-node=G) "
+                "without --num-gpus"
+            )
+        logger.info(f"Started by {started.launcher}: {started}")
         _worker(
-            local_rank,
+            started.local_rank,
             main_func,
-            world_size,
-            local_world,
-            int(os.environ["RANK"]) // max(local_world, 1),
-            dist_url,
+            started.world_size,
+            started.local_size,
+            started.machine_rank,
+            started.dist_url,
             args,
             timeout,
-            distributed_backend(device, local_world),
+            distributed_backend(device, started.local_size),
             None,
-            int(os.environ["RANK"]),
+            started.rank,
         )
         return
     world_size = num_machines * num_gpus_per_machine

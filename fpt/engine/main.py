@@ -9,7 +9,7 @@ from detectron2.utils import comm
 
 from fpt.checkpoint import CheckpointError
 from fpt.compat.checkpoint import UnsafeCheckpointError, allow_unsafe_load
-from fpt.config import ConfigError, RunConfig, load_config
+from fpt.config import ConfigError, RunConfig, fit_num_classes, load_config
 from fpt.data import DatasetError, ImageReadError, check_registered, register_coco
 from fpt.evaluation import visualize_predictions
 from fpt.utils.compile import CompileError, compile_model
@@ -18,11 +18,12 @@ from .args import default_argument_parser
 from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model
 from .launch import DistributedError, launch
+from .preemption import Interrupted, watch_stop_signals
 from .setup import default_setup
 from .train_loop import NonFiniteLossError
 from .trainer import Trainer
 
-__all__ = ["main", "run", "register_datasets"]
+__all__ = ["main", "run", "prepare_config", "register_datasets"]
 
 logger = logging.getLogger("fpt")
 
@@ -40,12 +41,32 @@ USER_ERRORS = (
 
 
 def register_datasets(cfg, args):
-    """COCO jsons named on the command line (``--register-coco``) or in the config
-    (``datasets = [dict(name=..., json_file=..., image_root=...)]``, LazyConfig only)."""
-    for name, json_file, image_root in getattr(args, "register_coco", []) or []:
+    """COCO jsons named on the command line (``--register-coco[-train|-test]``, recorded in the
+    config, with absolute paths, so that its saved copy registers them again) or in the config
+    (LazyConfig: ``datasets = [dict(name=..., json_file=..., image_root=...)]``; yacs:
+    ``DATASETS.REGISTER_COCO``). ``--register-coco-train``/``-test`` also become the config's
+    training/test sets."""
+    run = RunConfig.of(cfg)
+    train = getattr(args, "register_coco_train", None) or []
+    test = getattr(args, "register_coco_test", None)
+    given = (getattr(args, "register_coco", None) or []) + train + ([test] if test else [])
+    if given:
+        run.add_datasets_to_register(
+            [(name, os.path.abspath(j), os.path.abspath(r)) for name, j, r in given]
+        )
+        run.use_datasets(train=[e[0] for e in train], test=[test[0]] if test else None)
+    for name, json_file, image_root in run.datasets_to_register:
         register_coco(name, json_file, image_root)
-    for name, json_file, image_root in RunConfig.of(cfg).datasets_to_register:
-        register_coco(name, json_file, image_root)
+
+
+def prepare_config(args):
+    """The run's config: loaded with the overrides, its datasets registered (and checked), the
+    heads' class counts fitted to the training set. Returns ``(RunConfig, message)``, the message
+    (or None) saying which class counts were set."""
+    config = RunConfig(load_config(args.config_file, args.opts))
+    register_datasets(config, args)
+    check_registered(datasets_needed(config, args))
+    return config, fit_num_classes(config, args.opts, eval_only=args.eval_only)
 
 
 def datasets_needed(config, args):
@@ -55,11 +76,11 @@ def datasets_needed(config, args):
 
 def main(args):
     """One worker: set up, then evaluate (``--eval-only``) or train. Returns the results."""
-    config = RunConfig(load_config(args.config_file, args.opts))
-    register_datasets(config, args)
-    check_registered(datasets_needed(config, args))
+    config, classes_message = prepare_config(args)
     s = config.train_settings()
     default_setup(config, args, s.output_dir, s.seed)
+    if classes_message:
+        logger.info(classes_message)
     if args.eval_only:
         model = Trainer.build_model(config)
         if s.compile:
@@ -69,6 +90,7 @@ def main(args):
         )
         results = Trainer.test(config, create_ddp_model(model))
     else:
+        watch_stop_signals()  # in a SLURM job: checkpoint and stop on preemption / time-out
         trainer = Trainer(config)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
@@ -93,9 +115,7 @@ def run(argv=None):
         allow_unsafe_load()  # inherited by the worker processes
     try:
         # fail fast, in the parent process: config, overrides and dataset names/paths
-        config = RunConfig(load_config(args.config_file, args.opts))
-        register_datasets(config, args)
-        check_registered(datasets_needed(config, args))
+        config, _ = prepare_config(args)
         launch(
             main,
             args.num_gpus,
@@ -110,3 +130,6 @@ def run(argv=None):
         message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
         sys.exit(1)
+    except Interrupted as e:  # a SLURM signal: the checkpoint is written
+        print(f"{os.path.basename(sys.argv[0])}: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -15,10 +15,11 @@ import logging
 import os
 import weakref
 
-from detectron2.engine import DefaultTrainer, TrainerBase, default_writers, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 
 from fpt.config import RunConfig
+from fpt.data.samplers import build_resumable_sampler
 from fpt.evaluation import evaluate
 from fpt.utils.device import training_device
 
@@ -26,9 +27,11 @@ from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model, prepare_sync_batchnorm
 from fpt.utils.compile import compile_model
 
+from .finetune import ValidationLossHook, freeze_parameters
 from .hooks import CompileHook, EMAHook, LRScheduler, PlotHook, RankStateHook, own_rank_state
+from .preemption import SignalCheckpointer, watcher
 from .rng import get_rng_state, preserved_rng, set_rng_state
-from .sampler import ResumableTrainingSampler
+from .tracking import PeriodicWriter, build_writers
 from .train_loop import AccumulatingAMPTrainer
 
 __all__ = ["Trainer", "weights_digest"]
@@ -65,6 +68,9 @@ class Trainer(DefaultTrainer):
             if s.compile
             else []
         )
+        frozen = freeze_parameters(model, s.freeze)  # train.freeze, before the optimizer
+        if frozen:
+            logger.info(frozen)
         optimizer = self.build_optimizer(run, model)
         data_loader, self.sampler = self._build_train_loader()
         # samples this rank takes per iteration (where a resumed sampler starts)
@@ -121,21 +127,24 @@ class Trainer(DefaultTrainer):
         return RunConfig.of(cfg).build_evaluator(dataset_name, output_dir)
 
     def _build_train_loader(self):
-        """(loader, its resumable sampler or None when the config has its own sampler)."""
+        """(loader, its resumable sampler or None when the config has its own, other sampler)."""
         seed = self.settings.seed
-        make_sampler = functools.partial(ResumableTrainingSampler, seed=seed if seed >= 0 else None)
+        make_sampler = functools.partial(build_resumable_sampler, seed=seed if seed >= 0 else None)
         return self.run.build_train_loader(make_sampler)
 
     def build_train_loader(self, cfg):  # DefaultTrainer API; __init__ also needs the sampler
         return self._build_train_loader()[0]
 
-    def build_writers(self):  # why: DefaultTrainer's reads cfg.OUTPUT_DIR (yacs)
-        return default_writers(self.settings.output_dir, self.max_iter)
+    def build_writers(self):
+        """The console printer and ``train.loggers``' writers (why: DefaultTrainer's reads
+        cfg.OUTPUT_DIR, yacs, and knows no trackers)."""
+        return build_writers(self.settings.output_dir, self.max_iter, self.settings.loggers)
 
     def build_hooks(self):
         """DefaultTrainer's hooks from our settings (DefaultTrainer's read yacs keys), plus EMA,
-        per-rank resume state, best checkpoint and the metrics plot; evaluation leaves the
-        random number generators alone."""
+        per-rank resume state, best checkpoint, the metrics plot and, in a SLURM job, a checkpoint
+        on its preemption and time-out signals; evaluation leaves the random number generators
+        alone."""
         s = self.settings
         ret = [hooks.IterationTimer(), LRScheduler()]
         if self.compiled_parts:
@@ -160,6 +169,16 @@ class Trainer(DefaultTrainer):
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(s.eval_period, test_and_save_results))
+        if s.val_loss_period > 0:  # every rank (a collective), before the writers
+            ret.append(
+                ValidationLossHook(
+                    s.val_loss_period,
+                    *self.run.val_loss_set(),
+                    batch_size=self.run.total_batch_size // comm.get_world_size(),
+                    num_batches=s.val_loss_batches,
+                    cuda=self._cuda,
+                )
+            )
         if s.best_metric and comm.is_main_process():
             ret.append(
                 hooks.BestCheckpointer(
@@ -167,9 +186,11 @@ class Trainer(DefaultTrainer):
                 )
             )
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=s.log_period))
+            ret.append(PeriodicWriter(self.build_writers(), period=s.log_period))
             if s.plot:
                 ret.append(PlotHook(s.output_dir))
+        if watcher.installed:  # a SLURM job: checkpoint and stop on its signals (last hook)
+            ret.append(SignalCheckpointer())
         return ret
 
     # ---- checkpoints ----------------------------------------------------------------------
@@ -248,8 +269,11 @@ class Trainer(DefaultTrainer):
 
         Results are saved to ``<output_dir>/inference/results[_iter<N>].json``.
         Returns ``{metric_group: {metric: value}}`` (one dataset) or ``{dataset: {...}}``.
+        With ``test.tta.enabled`` (``TEST.AUG.ENABLED``) every evaluation is made with
+        test-time augmentation (:meth:`fpt.config.RunConfig.with_tta`).
         """
         run = RunConfig.of(cfg)
+        model = run.with_tta(model)
         inference_dir = os.path.join(run.output_dir, "inference")
         suffix = f"_iter{iteration:07d}" if iteration else ""
         sets = run.evaluation_sets

@@ -12,8 +12,9 @@ def read_metrics(path):
 
 
 def plot_metrics(metrics_json, output_png):
-    """Plot ``total_loss``/``loss_*`` and ``<task>/AP``, ``AP50``, ``AP75`` against iteration;
-    returns the path."""
+    """Plot ``total_loss``/``loss_*`` (solid) beside their test-set values ``val_*`` (dashed,
+    ``train.val_loss_period``) and ``<task>/AP``, ``AP50``, ``AP75`` against iteration; returns
+    the path."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -22,7 +23,10 @@ def plot_metrics(metrics_json, output_png):
     rows = read_metrics(metrics_json)
     fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, keep in (
-        (ax_loss, lambda k: k == "total_loss" or k.startswith("loss_")),
+        (
+            ax_loss,
+            lambda k: k.removeprefix("val_") == "total_loss" or k.startswith(("loss_", "val_")),
+        ),
         (ax_ap, lambda k: k.split("/")[-1] in ("AP", "AP50", "AP75")),
     ):
         keys = sorted({k for r in rows for k in r if keep(k)})
@@ -32,13 +36,14 @@ def plot_metrics(metrics_json, output_png):
                 *zip(*points),
                 marker="o" if len(points) < 10 else None,
                 label=key,
-                linewidth=2 if key in ("total_loss",) else 1,
+                linewidth=2 if key in ("total_loss", "val_total_loss") else 1,
+                linestyle="--" if key.startswith("val_") else "-",
             )
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
         if keys:
             ax.legend(fontsize=7)
-    ax_loss.set_title("training losses")
+    ax_loss.set_title("losses (dashed: test set)")
     ax_ap.set_title("evaluation AP")
     fig.tight_layout()
     fig.savefig(output_png, dpi=100)

@@ -12,7 +12,39 @@ from detectron2.utils.visualizer import Visualizer
 from ..data.images import read_image
 from ..inference.visualize import Drawer
 
-__all__ = ["visualize_predictions"]
+__all__ = ["ground_truth_beside_predictions", "save_grid", "side_by_side", "visualize_predictions"]
+
+
+def side_by_side(left, right, gap=4):
+    """Two ``(H, W, 3)`` uint8 drawings side by side, a white ``gap`` between them (the lower one
+    padded with white at the bottom)."""
+    height = max(left.shape[0], right.shape[0])
+    left, right = (
+        np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255)
+        for p in (left, right)
+    )
+    return np.concatenate([left, np.full((height, gap, 3), 255, np.uint8), right], 1)
+
+
+def ground_truth_beside_predictions(rgb, dataset_dict, predictions, metadata, scale=2.0):
+    """``rgb`` with ``dataset_dict``'s annotations drawn | with ``predictions`` (a model output
+    dict, e.g. ``{"instances": ...}``) drawn, side by side, ``scale`` times the image size."""
+    gt = Visualizer(rgb, metadata, scale=scale).draw_dataset_dict(dataset_dict).get_image()
+    return side_by_side(gt, Drawer(metadata, scale=scale)(rgb, predictions))
+
+
+def save_grid(panels, path, cols=2):
+    """Write ``panels`` (RGB arrays) as one PNG, ``cols`` per row, padded with white."""
+    h = max(p.shape[0] for p in panels)
+    w = max(p.shape[1] for p in panels)
+    padded = [
+        np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)), constant_values=255)
+        for p in panels
+    ]
+    padded += [np.full_like(padded[0], 255)] * (-len(padded) % cols)
+    rows = [np.concatenate(padded[i : i + cols], 1) for i in range(0, len(padded), cols)]
+    cv2.imwrite(path, np.concatenate(rows, 0)[:, :, ::-1])
+    return path
 
 
 @torch.no_grad()
@@ -35,7 +67,6 @@ def visualize_predictions(
     was_training = model.training
     model.eval()
     files, panels = [], []
-    draw_predictions = Drawer(metadata, scale=2.0)
     try:
         for d in dicts:
             image = read_image(d["file_name"], format=image_format)
@@ -46,9 +77,7 @@ def visualize_predictions(
             )[0]["instances"].to("cpu")
             out = out[out.scores >= score_thresh]
             rgb = image[:, :, ::-1] if image_format == "BGR" else image
-            gt = Visualizer(rgb, metadata, scale=2.0).draw_dataset_dict(d).get_image()
-            pred = draw_predictions(rgb, {"instances": out})
-            panel = np.concatenate([gt, np.full((gt.shape[0], 4, 3), 255, np.uint8), pred], 1)
+            panel = ground_truth_beside_predictions(rgb, d, {"instances": out}, metadata)
             path = os.path.join(
                 output_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png"
             )
@@ -58,22 +87,5 @@ def visualize_predictions(
     finally:
         model.train(was_training)
     if panels:
-        h = max(p.shape[0] for p in panels)
-        w = max(p.shape[1] for p in panels)
-        padded = [
-            np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)), constant_values=255)
-            for p in panels
-        ]
-        cols = 2
-        rows = [
-            np.concatenate(
-                padded[i : i + cols]
-                + [np.full_like(padded[0], 255)] * (cols - len(padded[i : i + cols])),
-                1,
-            )
-            for i in range(0, len(padded), cols)
-        ]
-        grid = os.path.join(output_dir, "grid.png")
-        cv2.imwrite(grid, np.concatenate(rows, 0)[:, :, ::-1])
-        files.append(grid)
+        files.append(save_grid(panels, os.path.join(output_dir, "grid.png")))
     return files

@@ -17,3 +17,4 @@ from .fpt import (  # noqa: E402
     build_resnet_fpt_backbone,
 )
 from .detr import DETR, add_detr_config, detr_lr_factor  # noqa: E402
+from .fed_loss import FedLossFastRCNNOutputLayers  # noqa: E402

@@ -6,3 +6,12 @@ from .detr_r50_300ep import dataloader, model, optimizer, train
 
 train.max_iter, lr_multiplier = detr_schedule(epochs=150, drop_epoch=100)
 train.output_dir = "output/detr_r50_150ep"
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=dict(box=39.5),
+    source="official DETR's 150-epoch training log (facebookresearch/detr README)",
+    weights=None,
+    convert=None,
+    note="no 150-epoch checkpoint was published",
+)

@@ -29,3 +29,11 @@ train.output_dir = "output/detr_r50_300ep"
 train.max_iter, lr_multiplier = detr_schedule(epochs=300, drop_epoch=200)
 train.checkpointer = dict(period=ITERS_PER_EPOCH, max_to_keep=5)
 train.eval_period = 10 * ITERS_PER_EPOCH
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=None,
+    source="no verified 300-epoch number for plain DETR (see the docstring)",
+    weights=None,
+    convert=None,
+)

@@ -8,3 +8,15 @@ from .detr_r50_300ep import dataloader, lr_multiplier, model, optimizer, train
 
 model.transformer.enc_rpe = "rpe-2.0-product-ctx-1-k"
 train.output_dir = "output/detr_r50_irpe_k_300ep"
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=dict(box=42.2),
+    source="microsoft/Cream iRPE/DETR-with-iRPE README, rpe-2.0-product-ctx-1-k, 300 epochs",
+    weights=None,
+    convert=None,
+    note=(
+        "wkcn/iRPE-model-zoo release 1.0 holds the 150-epoch checkpoints only; a 300-epoch one "
+        "converts with tools/convert_detr_checkpoint.py"
+    ),
+)

@@ -4,3 +4,12 @@ from .mask_rcnn_R_50_FPT_3x import dataloader, lr_multiplier, model, optimizer, 
 
 model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
 train.output_dir = "output/faster_rcnn_R_50_FPT_3x"
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=None,
+    source="no Faster R-CNN FPT number in our sources",
+    weights=None,
+    convert=None,
+    note="the FPT authors released no trained weights",
+)

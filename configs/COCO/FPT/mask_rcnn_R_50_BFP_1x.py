@@ -13,3 +13,12 @@ model.backbone.update(
     dropblock_prob=0.0,
 )
 train.output_dir = "output/mask_rcnn_R_50_BFP_1x"
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=dict(box=31.6, mask=29.9),
+    source="FPT paper, the BFP baseline, COCO, R-50",
+    weights=None,
+    convert=None,
+    note="the FPT authors released no trained weights",
+)

@@ -16,3 +16,12 @@ model.backbone.update(
     fusion_kernel_size=1,
 )
 train.output_dir = "output/mask_rcnn_R_50_FPT_fast_1x"
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=None,
+    source="our fast preset: no paper counterpart",
+    weights=None,
+    convert=None,
+    note="the FPT authors released no trained weights",
+)

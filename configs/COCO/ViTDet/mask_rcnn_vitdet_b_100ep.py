@@ -26,3 +26,17 @@ lr_multiplier = L(WarmupParamScheduler)(
     warmup_length=250 / train.max_iter,
     warmup_factor=0.001,
 )
+
+# what this config aims at and where its weights come from (tools/model_zoo.py)
+model_card = dict(
+    reference_ap=dict(box=51.6, mask=45.9),
+    source=(
+        "detectron2 ViTDet model zoo (projects/ViTDet/README.md), the checkpoint's own AP; "
+        "paper: the same"
+    ),
+    weights=(
+        "https://dl.fbaipublicfiles.com/detectron2/ViTDet/COCO/mask_rcnn_vitdet_b/f325346929/"
+        "model_final_61ccd1.pkl"
+    ),
+    convert=None,
+)

@@ -2,7 +2,8 @@
 
 Train: horizontal flip; then with p = 0.5 a resize of the shorter side to one of 480, 512, ...,
 800 (longer side <= 1333), or a resize to 400/500/600, a 384-600 px random crop and that resize.
-Images without annotations are kept (as DETR). Test: shorter side 800, longer side <= 1333.
+Images without annotations are kept and batches are not grouped by aspect ratio (both as
+official DETR). Test: shorter side 800, longer side <= 1333.
 Sizes are computed as DETR does (``DetrResize``).
 """
 
@@ -40,6 +41,10 @@ dataloader.train = L(build_detection_train_loader)(
         image_format="RGB",
     ),
     total_batch_size=16,
+    # official DETR batches images in sampled order; detectron2's default groups them by aspect
+    # ratio (every batch all-portrait or all-landscape), which pads less, so that position
+    # encodings and iRPE buckets see other inputs than in the runs behind the reference APs
+    aspect_ratio_grouping=False,
     num_workers=4,
 )
 

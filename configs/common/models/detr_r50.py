@@ -34,6 +34,7 @@ model = L(DETR)(
         dim_feedforward=2048,
         dropout=0.1,
         enc_rpe=None,
+        use_checkpoint=False,  # True: activation checkpointing (less memory, one more forward)
     ),
     position_encoding=L(PositionEmbeddingSine)(num_pos_feats=128, normalize=True),
     num_classes=80,

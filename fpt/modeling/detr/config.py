@@ -2,8 +2,10 @@
 ``MODEL.DETR.ENC_RPE`` (iRPE spec of the encoder; "" for none).
 
 A yacs DETR builds, evaluates and runs in the demo; training uses detectron2's yacs optimizer
-(SGD). Train DETR with the LazyConfigs in ``configs/COCO/DETR/`` (AdamW, backbone lr x0.1,
-gradient clipping, as official DETR).
+(``SOLVER.*``, SGD) with the backbone's learning rate multiplied by ``SOLVER.BACKBONE_MULTIPLIER``
+(0.1, as official DETR; read by :class:`fpt.config.yacs_run.YacsRunConfig` for
+``META_ARCHITECTURE: DETR`` only). Train DETR with the LazyConfigs in ``configs/COCO/DETR/``
+(AdamW, backbone lr x0.1, gradient clipping, no aspect-ratio grouping, as official DETR).
 """
 
 from detectron2.config import CfgNode as CN
@@ -28,7 +30,8 @@ def add_detr_config(cfg):
     cfg.MODEL.DETR.HIDDEN_DIM = 256
     cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 100
     cfg.MODEL.DETR.ENC_RPE = ""  # e.g. "rpe-2.0-product-ctx-1-k"; "" = no iRPE
-    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    cfg.MODEL.DETR.USE_CHECKPOINT = False  # activation checkpointing of the transformer layers
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1  # lr factor of parameters named "backbone*" (DETR)
 
 
 def rpe_from_yacs(value):

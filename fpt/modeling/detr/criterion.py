@@ -52,7 +52,8 @@ class SetCriterion(nn.Module):
         Returns:
             losses (dict[str, Tensor]): ``loss_ce``, ``loss_bbox``, ``loss_giou`` and, for each
                 intermediate layer i, ``loss_ce_{i}``, ``loss_bbox_{i}``, ``loss_giou_{i}``.
-            stats (dict[str, float]): ``class_error`` (%), ``cardinality_error`` of the last layer.
+            stats (dict[str, float]): ``class_error`` (%, 100 on a batch without boxes, as
+                official DETR), ``cardinality_error`` of the last layer.
         """
         num_boxes = self._num_boxes(targets, pred_logits.device)
         losses, stats = {}, {}
@@ -105,8 +106,10 @@ class SetCriterion(nn.Module):
         batch_idx, query_idx = self._matched(indices)
         labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         matched = logits[batch_idx, query_idx]
+        # a batch without boxes has an accuracy of 0, so a class error of 100: as official DETR
+        # (its ``accuracy`` returns 0 for empty targets), so that logged curves compare
         accuracy = (
-            (matched.argmax(-1) == labels).float().mean().item() * 100 if len(labels) else 100.0
+            (matched.argmax(-1) == labels).float().mean().item() * 100 if len(labels) else 0.0
         )
         num_pred = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
         num_tgt = torch.as_tensor([len(t["labels"]) for t in targets], device=logits.device)

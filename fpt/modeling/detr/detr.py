@@ -139,6 +139,7 @@ class DETR(nn.Module):
                 dim_feedforward=d.DIM_FEEDFORWARD,
                 dropout=d.DROPOUT,
                 enc_rpe=rpe_from_yacs(d.ENC_RPE),
+                use_checkpoint=d.USE_CHECKPOINT,
             ),
             num_classes=d.NUM_CLASSES,
             num_queries=d.NUM_OBJECT_QUERIES,

@@ -9,6 +9,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from fpt.layers.irpe import add_into, add_irpe_logits, build_rpe, parse_rpe_spec
@@ -201,33 +202,61 @@ def _clones(layer, n):
     return nn.ModuleList(copy.deepcopy(layer) for _ in range(n))
 
 
-class TransformerEncoder(nn.Module):
-    """A stack of :class:`TransformerEncoderLayer` (each with its own iRPE tables); no final norm."""
+def _run_layer(layer, use_checkpoint, *args, **kwargs):
+    """``layer(*args, **kwargs)``; with ``use_checkpoint`` while gradients are recorded, through
+    activation checkpointing (its activations are recomputed in the backward pass instead of
+    kept; dropout draws the same masks both times, so gradients are unchanged)."""
+    if use_checkpoint and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False, **kwargs)
+    return layer(*args, **kwargs)
 
-    def __init__(self, encoder_layer, num_layers):
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`TransformerEncoderLayer` (each with its own iRPE tables); no final norm.
+    ``use_checkpoint``: activation checkpointing of every layer (see :class:`Transformer`)."""
+
+    def __init__(self, encoder_layer, num_layers, use_checkpoint=False):
         super().__init__()
         self.layers = _clones(encoder_layer, num_layers)
+        self.use_checkpoint = use_checkpoint
 
     def forward(self, src, hw, src_key_padding_mask=None, pos=None):
         for layer in self.layers:
-            src = layer(src, hw, src_key_padding_mask=src_key_padding_mask, pos=pos)
+            src = _run_layer(
+                layer,
+                self.use_checkpoint,
+                src,
+                hw,
+                src_key_padding_mask=src_key_padding_mask,
+                pos=pos,
+            )
         return src
 
 
 class TransformerDecoder(nn.Module):
     """A stack of :class:`TransformerDecoderLayer`; ``norm`` is applied to every layer's output,
-    all of which are returned (the heads run on each, for the auxiliary losses)."""
+    all of which are returned (the heads run on each, for the auxiliary losses).
+    ``use_checkpoint``: activation checkpointing of every layer (see :class:`Transformer`)."""
 
-    def __init__(self, decoder_layer, num_layers, norm):
+    def __init__(self, decoder_layer, num_layers, norm, use_checkpoint=False):
         super().__init__()
         self.layers = _clones(decoder_layer, num_layers)
         self.norm = norm
+        self.use_checkpoint = use_checkpoint
 
     def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
         """-> (num_layers, Q, B, C)."""
         intermediate = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos=pos, query_pos=query_pos)
+            tgt = _run_layer(
+                layer,
+                self.use_checkpoint,
+                tgt,
+                memory,
+                memory_key_padding_mask,
+                pos=pos,
+                query_pos=query_pos,
+            )
             intermediate.append(self.norm(tgt))
         return torch.stack(intermediate)
 
@@ -243,6 +272,10 @@ class Transformer(nn.Module):
         dropout (float): dropout of attention weights, FFN and residual branches (0.1).
         enc_rpe (str or None): iRPE spec for every encoder self-attention, e.g.
             "rpe-2.0-product-ctx-1-k" (DETR-with-iRPE); None: plain DETR.
+        use_checkpoint (bool): activation checkpointing of every encoder and decoder layer
+            while training (as detrex's ``use_checkpoint``): each layer's activations are
+            recomputed in the backward pass instead of kept, for long schedules or large
+            batches on smaller GPUs; same gradients, one more forward pass of the transformer.
 
     After construction every parameter with more than one dimension (iRPE tables included) is
     re-initialized with ``xavier_uniform_``, as DETR does.
@@ -257,6 +290,7 @@ class Transformer(nn.Module):
         dim_feedforward=2048,
         dropout=0.1,
         enc_rpe=None,
+        use_checkpoint=False,
     ):
         super().__init__()
         self.d_model = d_model
@@ -265,11 +299,13 @@ class Transformer(nn.Module):
         self.encoder = TransformerEncoder(
             TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, rpe=self.enc_rpe),
             num_encoder_layers,
+            use_checkpoint,
         )
         self.decoder = TransformerDecoder(
             TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout),
             num_decoder_layers,
             nn.LayerNorm(d_model),
+            use_checkpoint,
         )
         for p in self.parameters():
             if p.dim() > 1:
