@@ -326,3 +326,26 @@ def test_default_is_tensorboard_and_json_and_yacs_takes_the_same_option():
     with pytest.raises(ConfigError) as e:
         RunConfig(load_config(yacs, ["LOGGERS", "['neptune']"])).train_settings()
     assert str(e.value).startswith("LOGGERS: unknown logger 'neptune'; expected some of")
+
+
+def test_a_tracker_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    """W&B online without a login (no API key, no network needed to find out): one line naming
+    the tracker and W&B's reason, no traceback from inside wandb."""
+    pytest.importorskip("wandb", reason="wandb is not installed (pip install 'fpt[wandb]')")
+    from fpt.engine.tracking import TrackingError, WandbWriter
+
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
+    writer = WandbWriter(str(tmp_path), project="fpt-test", mode="online")
+    with pytest.raises(TrackingError) as e:
+        writer.start(resume=False)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("train.loggers: wandb could not start its tracked run: ")
+    assert "wandb login" in message and message.endswith(
+        "(train.logger_options.wandb sets where it goes)"
+    )
+    writer.close()  # nothing started: nothing to end

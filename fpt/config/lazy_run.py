@@ -14,6 +14,7 @@ from detectron2.evaluation import COCOEvaluator
 from ..data import check_image_files
 from ..data.samplers import ResumableSampler, ResumableTrainingSampler
 from .errors import ConfigError
+from .loading import TEST_DEFAULTS
 from .loggers import check_loggers
 from .overrides import _find_keys
 from .run import RunConfig
@@ -134,7 +135,11 @@ class LazyRunConfig(RunConfig):
 
     @property
     def tta_settings(self):
-        t = self.cfg.test.tta
+        # a config made without load_config (which adds the ``test`` node) has the defaults
+        t = OmegaConf.create(TEST_DEFAULTS["tta"])
+        given = self._select("test.tta")
+        if given is not None:
+            t.merge_with(given)
         return dict(
             enabled=bool(t.enabled),
             min_sizes=list(t.min_sizes) if t.min_sizes is not None else None,

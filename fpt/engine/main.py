@@ -19,6 +19,7 @@ from .checkpoint import AtomicCheckpointer
 from .ddp import create_ddp_model
 from .launch import DistributedError, launch
 from .preemption import Interrupted, watch_stop_signals
+from .tracking import TrackingError
 from .setup import default_setup
 from .train_loop import NonFiniteLossError
 from .trainer import Trainer
@@ -37,6 +38,7 @@ USER_ERRORS = (
     CompileError,
     CheckpointError,
     UnsafeCheckpointError,
+    TrackingError,
 )
 
 

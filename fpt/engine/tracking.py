@@ -31,7 +31,16 @@ from detectron2.utils.events import (
     get_event_storage,
 )
 
-__all__ = ["MLflowWriter", "PeriodicWriter", "TrackingWriter", "WandbWriter", "build_writers"]
+from fpt.utils.text import first_line
+
+__all__ = [
+    "MLflowWriter",
+    "PeriodicWriter",
+    "TrackingError",
+    "TrackingWriter",
+    "WandbWriter",
+    "build_writers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ RUN_IDS = "tracking.json"  # in the output dir: {tracker: run id}
 def build_writers(output_dir, max_iter, loggers, window_size=20):
     """The console printer, then one writer per entry of ``loggers`` (``{name: options}``, from
     :func:`~fpt.config.loggers.check_loggers`)."""
+    os.makedirs(output_dir, exist_ok=True)  # (detectron2 main's TensorboardXWriter is lazy)
     writers = [CommonMetricPrinter(max_iter)]
     for name, options in loggers.items():
         if name == "tensorboard":
@@ -87,6 +97,10 @@ def flat_config(config):
         else:
             flat[str(key)] = value
     return flat
+
+
+class TrackingError(RuntimeError):
+    """A tracker that cannot start its run (one line: which tracker and why)."""
 
 
 class TrackingWriter(EventWriter):
@@ -139,7 +153,13 @@ class TrackingWriter(EventWriter):
         config = None
         if run_id is None and os.path.isfile(config_file):
             config = read_config(config_file)
-        self.run_id = self._start(run_id, config)
+        try:
+            self.run_id = self._start(run_id, config)
+        except Exception as e:  # no login, a server that does not answer, a bad project...
+            raise TrackingError(
+                f"train.loggers: {self.name} could not start its tracked run: {first_line(e)} "
+                f"(train.logger_options.{self.name} sets where it goes)"
+            ) from e
         if run_id is None and config is not None:
             self._log_file(config_file, "config")
         logger.info(
