@@ -911,8 +911,9 @@ def test_tiny_detr_losses_fall(enc_rpe, repo_root):
 # ---------------------------------------------------------------------------------------------
 # 9. yacs
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("enc_rpe", ["", "rpe-2.0-product-ctx-1-k"])
-def test_yacs_builds_detr(enc_rpe):
+def _tiny_yacs_detr(layers=2):
+    """A yacs DETR on a ResNet-18 (res5 only), 32 channels, 4 heads, ``layers`` encoder and
+    decoder layers."""
     cfg = get_cfg()
     add_detr_config(cfg)
     cfg.MODEL.META_ARCHITECTURE = "DETR"
@@ -920,12 +921,17 @@ def test_yacs_builds_detr(enc_rpe):
     cfg.MODEL.RESNETS.DEPTH = 18
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
-    cfg.MODEL.DETR.NUM_CLASSES = 3
     cfg.MODEL.DETR.HIDDEN_DIM = 32
     cfg.MODEL.DETR.NHEADS = 4
-    cfg.MODEL.DETR.ENC_LAYERS = 2
-    cfg.MODEL.DETR.DEC_LAYERS = 2
+    cfg.MODEL.DETR.ENC_LAYERS = cfg.MODEL.DETR.DEC_LAYERS = layers
     cfg.MODEL.DETR.DIM_FEEDFORWARD = 64
+    return cfg
+
+
+@pytest.mark.parametrize("enc_rpe", ["", "rpe-2.0-product-ctx-1-k"])
+def test_yacs_builds_detr(enc_rpe):
+    cfg = _tiny_yacs_detr()
+    cfg.MODEL.DETR.NUM_CLASSES = 3
     cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 4
     cfg.MODEL.DETR.ENC_RPE = enc_rpe
     model = build_model(cfg)
@@ -960,17 +966,8 @@ def test_yacs_detr_backbone_lr_multiplier():
     lr_backbone); other meta-architectures keep detectron2's groups."""
     from fpt.config import RunConfig, add_training_config
 
-    cfg = get_cfg()
+    cfg = _tiny_yacs_detr(layers=1)
     add_training_config(cfg)
-    add_detr_config(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "DETR"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
-    cfg.MODEL.DETR.HIDDEN_DIM, cfg.MODEL.DETR.NHEADS = 32, 4
-    cfg.MODEL.DETR.ENC_LAYERS = cfg.MODEL.DETR.DEC_LAYERS = 1
-    cfg.MODEL.DETR.DIM_FEEDFORWARD = 64
     cfg.SOLVER.BASE_LR, cfg.SOLVER.BACKBONE_MULTIPLIER = 1e-3, 0.25
     model = build_model(cfg)
     names = {p: n for n, p in model.named_parameters()}
