@@ -49,6 +49,7 @@ from detectron2.utils.events import EventStorage
 
 from fpt.config import load_config
 from fpt.utils.compile import compile_model
+from fpt.utils.malloc import keep_freed_memory
 
 
 def synthetic_batch(batch, height, width, device="cpu"):
@@ -100,6 +101,12 @@ def main(argv=None):
         help="load the model's weights from PATH (strict) if it exists, else save them there",
     )
     parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc malloc keeps freed memory, as train_net.py does on CPU "
+        "(train.cpu_malloc_cache, fpt.utils.malloc)",
+    )
+    parser.add_argument(
         "--inference",
         action="store_true",
         help="time the model's inference instead (eval mode, no gradients, same batch)",
@@ -112,6 +119,8 @@ def main(argv=None):
     if args.iters < 1 or args.warmup < 1:
         raise SystemExit("--iters and --warmup must be at least 1")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
+    if args.keep_freed_memory and not keep_freed_memory():
+        raise SystemExit("--keep-freed-memory: the C library is not glibc")
 
     cfg = load_config(args.config_file, args.opts)
     torch.manual_seed(0)
@@ -191,6 +200,7 @@ def main(argv=None):
         "seconds": seconds,
         "first_step_seconds": first,
         "compiled": args.compile,
+        "keep_freed_memory": args.keep_freed_memory,
         "peak_gb": peak_gb,
         "inference": args.inference,
         "detections" if args.inference else "loss": loss,
@@ -204,6 +214,7 @@ def main(argv=None):
         f"x{args.batch}, {precision}, on {where}: {seconds:.3f} s/iter (mean of {args.iters} "
         f"after {args.warmup} warm-up; first {first:.1f} s), peak {memory} {peak_gb:.2f} GB, "
         f"{params:.1f} M params{', compiled' if args.compile else ''}"
+        f"{', freed memory kept' if args.keep_freed_memory else ''}"
     )
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -123,14 +123,21 @@ def _upstream(module, inputs, seed):
 
 
 # ---------------------------------------------------------------------------------------------
-# ViT attention: explicit / SDPA with an additive mask / SDPA with the bias folded into q, k
+# ViT attention: explicit / SDPA with an additive mask / SDPA with the bias folded into q, k /
+# blocked with recompute
 # ---------------------------------------------------------------------------------------------
 # name: attn_impl
-VIT_IMPLS = {"explicit": "explicit", "mask": "sdpa_mask", "folded": "sdpa_folded"}
+VIT_IMPLS = {
+    "explicit": "explicit",
+    "mask": "sdpa_mask",
+    "folded": "sdpa_folded",
+    "blocked": "blocked",
+}
 VIT_CASES = [
     ("explicit", None),
     ("mask", None),
     ("folded", None),
+    ("blocked", None),
     ("explicit", "rpe-2.0-product-ctx-1-k"),
     ("mask", "rpe-2.0-product-ctx-1-k"),
     ("mask", "rpe-1.9-euc-bias-0-qk"),

@@ -106,6 +106,7 @@ def test_single_process_train_and_evaluate(baseline):
     for task in ("bbox", "segm"):
         assert {"AP", "AP50", "AP-circle", "AP-square", "AP-triangle"} <= set(results[task])
     assert "Per-category segm AP" in log
+    assert "malloc keeps freed memory for reuse" in log  # train.cpu_malloc_cache, on CPU
     assert rows[-1]["bbox/AP"] == pytest.approx(results["bbox"]["AP"])
     assert len(_digests(log)) == 1
 

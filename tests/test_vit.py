@@ -21,7 +21,14 @@ from fpt.layers import (
     window_unpartition,
 )
 from fpt.layers.rel_pos import fold_decomposed_rel_pos
-from fpt.modeling.vit import Attention, Block, ResBottleneckBlock, ViT, set_vit_attention_impl
+from fpt.modeling.vit import (
+    Attention,
+    Block,
+    ResBottleneckBlock,
+    ViT,
+    auto_attn_impl,
+    set_vit_attention_impl,
+)
 
 
 def tiny_vit(**kwargs):
@@ -138,7 +145,13 @@ def naive_attention(attn, x):
     return attn.proj(torch.cat(outs, dim=-1).reshape(B, H, W, C))
 
 
-IMPLS = {"folded": "sdpa_folded", "mask": "sdpa_mask", "explicit": "explicit"}
+IMPLS = {
+    "folded": "sdpa_folded",
+    "mask": "sdpa_mask",
+    "blocked": "blocked",
+    "auto": "auto",
+    "explicit": "explicit",
+}
 
 
 def attention_outputs_and_grads(module, x, impl):
@@ -149,7 +162,7 @@ def attention_outputs_and_grads(module, x, impl):
 
 
 @pytest.mark.parametrize("use_rel_pos", [True, False])
-@pytest.mark.parametrize("impl", ["folded", "mask"])
+@pytest.mark.parametrize("impl", ["folded", "mask", "blocked"])
 def test_fused_attention_matches_explicit(use_rel_pos, impl):
     torch.manual_seed(0)
     attn = Attention(
@@ -172,13 +185,14 @@ def test_fused_attention_matches_explicit(use_rel_pos, impl):
         ((4, 4), (4, 4), 16),  # 16 + 4 + 4 = 24: no padding
     ],
 )
-def test_folded_attention_parity_and_shapes(hw, input_size, head_dim):
+@pytest.mark.parametrize("impl", ["folded", "blocked"])
+def test_folded_and_blocked_attention_parity_and_shapes(hw, input_size, head_dim, impl):
     torch.manual_seed(0)
     attn = Attention(
         2 * head_dim, 2, use_rel_pos=True, rel_pos_zero_init=False, input_size=input_size
     )
     x = torch.randn(2, *hw, 2 * head_dim, requires_grad=True)
-    folded, g_folded = attention_outputs_and_grads(attn, x, "folded")
+    folded, g_folded = attention_outputs_and_grads(attn, x, impl)
     explicit, g_explicit = attention_outputs_and_grads(attn, x, "explicit")
     torch.testing.assert_close(folded, explicit, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(explicit, naive_attention(attn, x), atol=1e-5, rtol=1e-5)
@@ -215,20 +229,43 @@ def test_attention_rejects_unknown_attn_impl():
         set_vit_attention_impl(Attention(16, 2), "flash")
 
 
-def test_auto_attention_is_folded_unless_irpe_needs_the_mask():
-    """attn_impl="auto" (the default): "sdpa_folded", the fastest with the least memory measured
-    on CPU (README), where iRPE q/k tables allow it; "sdpa_mask" where they do not."""
-    assert Attention(16, 2).attn_impl == "sdpa_folded"
+def test_auto_attention_picks_per_device_and_grid_unless_irpe_needs_the_mask():
+    """attn_impl="auto" (the default) chooses per call, from the measurements in the README: on
+    CPU "blocked" where folding would at least double the head dim (global attention), else
+    "sdpa_folded" (windows; every other device); "sdpa_mask" with iRPE q/k tables."""
+    assert Attention(16, 2).attn_impl == "auto"
     assert Attention(16, 2, rpe="rpe-2.0-product-ctx-1-k").attn_impl == "sdpa_mask"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert auto_attn_impl(cpu, 64, (64, 64)) == "blocked"  # ViT-B global at 1024: 64 + 128
+    assert auto_attn_impl(cpu, 64, (32, 32)) == "blocked"  # ... at 512: 64 + 64
+    assert auto_attn_impl(cpu, 64, (14, 14)) == "sdpa_folded"  # its windows: 64 + 28
+    assert auto_attn_impl(cuda, 64, (64, 64)) == "sdpa_folded"
     vit = ViT(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, use_rel_pos=True)
-    assert {blk.attn.attn_impl for blk in vit.blocks} == {"sdpa_folded"}
+    assert {blk.attn.attn_impl for blk in vit.blocks} == {"auto"}
     set_vit_attention_impl(vit, "explicit")
     set_vit_attention_impl(vit, "auto")
-    assert {blk.attn.attn_impl for blk in vit.blocks} == {"sdpa_folded"}
+    assert {blk.attn.attn_impl for blk in vit.blocks} == {"auto"}
     vit = ViT(
         img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, rpe="rpe-2.0-product-ctx-1-k"
     )
     assert {blk.attn.attn_impl for blk in vit.blocks} == {"sdpa_mask"}
+
+
+@pytest.mark.parametrize("hw,chosen", [((4, 4), "blocked"), ((2, 3), "sdpa_folded")])
+def test_auto_attention_runs_the_chosen_implementation(hw, chosen):
+    """The same numbers, bit for bit, as the implementation auto_attn_impl names (head dim 8:
+    a 4x4 grid is 'global' for the rule, a 2x3 one a 'window'), forward and gradients."""
+    torch.manual_seed(0)
+    attn = Attention(16, 2, use_rel_pos=True, rel_pos_zero_init=False, input_size=hw)
+    assert auto_attn_impl(torch.device("cpu"), 8, hw) == chosen
+    x = torch.randn(2, *hw, 16, requires_grad=True)
+    auto, g_auto = attention_outputs_and_grads(attn, x, "auto")
+    picked, g_picked = attention_outputs_and_grads(
+        attn, x, "blocked" if chosen == "blocked" else "folded"
+    )
+    other, _ = attention_outputs_and_grads(attn, x, "folded" if chosen == "blocked" else "blocked")
+    assert torch.equal(auto, picked) and not torch.equal(auto, other)
+    assert all(torch.equal(a, b) for a, b in zip(g_auto, g_picked))
 
 
 @pytest.mark.parametrize(
@@ -254,7 +291,7 @@ def test_previous_attention_flags_still_work_with_a_deprecation_warning(flags, i
         Attention(16, 2, sdpa_rel_pos="flash")
 
 
-@pytest.mark.parametrize("impl", ["folded", "mask", "explicit"])
+@pytest.mark.parametrize("impl", ["folded", "mask", "blocked", "explicit"])
 def test_attention_bf16_autocast_close_to_fp32(impl):
     torch.manual_seed(0)
     attn = Attention(32, num_heads=4, use_rel_pos=True, rel_pos_zero_init=False, input_size=(4, 4))
@@ -267,7 +304,7 @@ def test_attention_bf16_autocast_close_to_fp32(impl):
     torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
 
 
-@pytest.mark.parametrize("attn_impl", ["sdpa_folded", "sdpa_mask"])
+@pytest.mark.parametrize("attn_impl", ["sdpa_folded", "sdpa_mask", "blocked"])
 def test_window_block_matches_per_window_attention_with_padding(attn_impl):
     torch.manual_seed(0)
     blk = Block(
@@ -322,11 +359,10 @@ def test_vit_fused_equals_explicit_at_other_size():
     vit = tiny_vit().train()
     # 5x9 tokens: rel-pos + pos-embed interpolation, window padding, global non-square blocks
     x = torch.randn(1, 3, 40, 72, requires_grad=True)
-    outs = {
-        impl: attention_outputs_and_grads(vit, x, impl) for impl in ("folded", "mask", "explicit")
-    }
+    impls = ("folded", "mask", "blocked", "explicit")
+    outs = {impl: attention_outputs_and_grads(vit, x, impl) for impl in impls}
     assert outs["folded"][0].shape == (1, 48, 5, 9)
-    for impl in ("folded", "mask"):
+    for impl in impls[:-1]:
         torch.testing.assert_close(outs[impl][0], outs["explicit"][0], atol=1e-5, rtol=1e-5)
         for a, b in zip(outs[impl][1], outs["explicit"][1]):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

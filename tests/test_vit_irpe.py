@@ -300,6 +300,20 @@ def test_folded_sdpa_rejects_rpe():
     set_vit_attention_impl(tiny_vit(), "sdpa_folded")  # no iRPE: folded is fine
 
 
+def test_blocked_attention_rejects_rpe():
+    spec = "rpe-2.0-product-ctx-1-k"
+    match = (
+        r"^iRPE rpe-2\.0-product-ctx-1-k cannot be used with attn_impl='blocked': blocking adds "
+        r"only the decomposed rel-pos terms, .* use attn_impl='sdpa_mask' or 'explicit'$"
+    )
+    with pytest.raises(ValueError, match=match):
+        Attention(24, 2, use_rel_pos=True, input_size=(3, 3), attn_impl="blocked", rpe=spec)
+    vit = tiny_vit(spec)
+    with pytest.raises(ValueError, match=match):
+        set_vit_attention_impl(vit, "blocked")
+    assert all(blk.attn.attn_impl == "sdpa_mask" for blk in vit.blocks)  # nothing changed
+
+
 @pytest.mark.parametrize(
     "spec,field",
     [("rpe-2.0-product-ctx-1", "expected 6 fields"), ("rpe-2.0-product-bias-1-v", "rpe_on"),

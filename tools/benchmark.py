@@ -68,6 +68,7 @@ from fpt.engine.train_loop import NonFiniteLossError  # noqa: E402
 from fpt.evaluation import evaluate  # noqa: E402
 from fpt.predictor import Predictor  # noqa: E402
 from fpt.utils.compile import CompileError  # noqa: E402
+from fpt.utils.malloc import keep_freed_memory  # noqa: E402
 
 TASKS = ("inference", "train", "data", "eval")
 # default timed steps and warm-up steps of each task (eval: the whole test set, no warm-up)
@@ -276,6 +277,8 @@ class TimingTrainer(Trainer):
 def bench_train(run, num_iter, warmup):
     trainer = TimingTrainer(run)
     device = trainer.settings.device
+    if device == "cpu" and trainer.settings.cpu_malloc_cache:
+        keep_freed_memory()  # as train_net.py (fpt.engine.main)
     images_per_iter = run.total_batch_size * trainer.settings.iter_size
 
     def step(i):

@@ -118,6 +118,7 @@ class LazyRunConfig(RunConfig):
                 if t.compile.enabled
                 else None
             ),
+            cpu_malloc_cache=bool(t.cpu_malloc_cache),
             freeze=list(t.freeze),
             val_loss_period=t.val_loss_period,
             val_loss_batches=t.val_loss_batches,

@@ -48,6 +48,9 @@ TRAIN_DEFAULTS = dict(
     plot=True,  # write metrics.png (loss and AP curves) at the end of training
     visualize=dict(num_images=0, score_thresh=0.5),  # predictions drawn at the end
     cudnn_benchmark=None,  # None: on when every batch has one input size (e.g. LSJ)
+    # on CPU: glibc malloc keeps freed memory (fpt.utils.malloc): large tensors stop
+    # page-faulting every iteration
+    cpu_malloc_cache=True,
     # torch.compile of the backbone / transformer, training and inference (fpt.engine.compile)
     compile=dict(enabled=False, mode="default", dynamic=None, backend="inductor"),
     # fine-tuning (fpt.engine.finetune): parameter-name patterns frozen before the optimizer is
@@ -94,6 +97,7 @@ def add_training_config(cfg):
     cfg.SOLVER.REFERENCE_WORLD_SIZE = cfg.SOLVER.get("REFERENCE_WORLD_SIZE", 0)
     cfg.MODEL_EMA = CfgNode({"ENABLED": False, "DECAY": 0.9998})
     cfg.SOLVER.COMPILE = CfgNode({"ENABLED": False, "MODE": "default"})
+    cfg.CPU_MALLOC_CACHE = TRAIN_DEFAULTS["cpu_malloc_cache"]
     cfg.TEST.BEST_METRIC = ""
     cfg.LOGGERS = list(TRAIN_DEFAULTS["loggers"])
     cfg.LOGGER_OPTIONS = CfgNode(

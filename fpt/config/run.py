@@ -125,8 +125,8 @@ class RunConfig:
     def train_settings(self):
         """What the trainer reads, as one namespace: ``output_dir init_checkpoint max_iter
         checkpoint_period max_to_keep eval_period log_period device amp iter_size clip ema
-        best_metric best_mode ddp plot seed compile freeze val_loss_period val_loss_batches
-        loggers``; ``device`` is this process's (:func:`~fpt.utils.device.training_device`),
+        best_metric best_mode ddp plot seed compile cpu_malloc_cache freeze val_loss_period
+        val_loss_batches loggers``; ``device`` is this process's (:func:`~fpt.utils.device.training_device`),
         ``loggers`` ``{name: options}`` (:func:`~fpt.config.loggers.check_loggers`)."""
         return SimpleNamespace(**self._train_fields(), device=str(training_device(self.device)))
 

@@ -106,6 +106,7 @@ class YacsRunConfig(RunConfig):
             ddp=dict(broadcast_buffers=False),
             plot=True,
             seed=cfg.SEED,
+            cpu_malloc_cache=cfg.CPU_MALLOC_CACHE,
             compile=(
                 dict(mode=cfg.SOLVER.COMPILE.MODE, dynamic=None, backend="inductor")
                 if cfg.SOLVER.COMPILE.ENABLED

@@ -13,6 +13,7 @@ from fpt.config import ConfigError, RunConfig, fit_num_classes, load_config
 from fpt.data import DatasetError, ImageReadError, check_registered, register_coco
 from fpt.evaluation import visualize_predictions
 from fpt.utils.compile import CompileError, compile_model
+from fpt.utils.malloc import keep_freed_memory
 
 from .args import default_argument_parser
 from .checkpoint import AtomicCheckpointer
@@ -81,6 +82,8 @@ def main(args):
     config, classes_message = prepare_config(args)
     s = config.train_settings()
     default_setup(config, args, s.output_dir, s.seed)
+    if s.device == "cpu" and s.cpu_malloc_cache:
+        keep_freed_memory()
     if classes_message:
         logger.info(classes_message)
     if args.eval_only:

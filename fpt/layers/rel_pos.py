@@ -14,6 +14,7 @@ __all__ = [
     "window_partition",
     "window_unpartition",
     "get_rel_pos",
+    "decomposed_rel_pos_terms",
     "decomposed_rel_pos_bias",
     "add_decomposed_rel_pos",
     "fold_decomposed_rel_pos",
@@ -93,7 +94,7 @@ def get_rel_pos(q_size, k_size, rel_pos):
     return rel_pos_resized[relative_coords.long()]
 
 
-def _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size):
+def decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size):
     """rel_h (B, q_h, q_w, k_h) = <q, Rh> and rel_w (B, q_h, q_w, k_w) = <q, Rw>."""
     q_h, q_w = q_size
     k_h, k_w = k_size
@@ -120,7 +121,7 @@ def decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size):
     Returns:
         Tensor: (B, q_h * q_w, k_h * k_w).
     """
-    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
     return bias.reshape(q.shape[0], q_size[0] * q_size[1], k_size[0] * k_size[1])
 
@@ -136,7 +137,7 @@ def add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, q_size, k_size):
         Tensor: (B, q_h * q_w, k_h * k_w).
     """
     (q_h, q_w), (k_h, k_w) = q_size, k_size
-    rel_h, rel_w = _rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    rel_h, rel_w = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     B = attn.shape[0]
     attn = attn.view(B, q_h, q_w, k_h, k_w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
     return attn.view(B, q_h * q_w, k_h * k_w)
@@ -167,7 +168,7 @@ def fold_decomposed_rel_pos(q, k, v, scale, rel_pos_h, rel_pos_w, q_size, k_size
         v' (Tensor): (..., k_h * k_w, E').
     """
     (k_h, k_w), E = k_size, q.shape[-1]
-    rel_h, rel_w = _rel_pos_terms(
+    rel_h, rel_w = decomposed_rel_pos_terms(
         q.reshape(-1, q.shape[-2], E), rel_pos_h / scale, rel_pos_w / scale, q_size, k_size
     )
     dim = E + k_h + k_w

@@ -178,7 +178,7 @@ def add_vitdet_config(cfg):
     cfg.MODEL.VIT.USE_ACT_CHECKPOINT = False
     cfg.MODEL.VIT.PRETRAIN_IMG_SIZE = 224
     cfg.MODEL.VIT.PRETRAIN_USE_CLS_TOKEN = True
-    cfg.MODEL.VIT.ATTN_IMPL = "auto"  # or "sdpa_folded", "sdpa_mask", "explicit"
+    cfg.MODEL.VIT.ATTN_IMPL = "auto"  # or "sdpa_folded", "sdpa_mask", "blocked", "explicit"
     cfg.MODEL.VIT.USE_SDPA = None  # deprecated: use ATTN_IMPL
     # iRPE spec for every attention, e.g. "rpe-2.0-product-ctx-1-k" (fpt.layers.irpe); None:
     # no iRPE (yacs keeps None: "MODEL.VIT.RPE None" on the command line, "RPE: null" in yaml)

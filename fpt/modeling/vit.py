@@ -3,17 +3,22 @@
 Same constructor arguments, parameter names and math as ``detectron2/modeling/backbone/vit.py``
 (detectron2 main branch), so official ViTDet checkpoints load and give the same outputs, plus:
 
-* three attention implementations, one argument ``attn_impl``: ``"sdpa_mask"`` runs
+* four attention implementations, one argument ``attn_impl``: ``"sdpa_mask"`` runs
   :func:`torch.nn.functional.scaled_dot_product_attention` with the decomposed
   relative-position bias as an additive (N x N) mask; ``"sdpa_folded"`` folds the bias into the
   dot product (no mask, so SDPA can pick its flash / memory-efficient kernels; 2-5x less memory
-  for global attention); ``"explicit"`` is the reference ``softmax(q k^T * scale + bias) v``.
-  ``"auto"`` (default) is "sdpa_folded" where it can be (no iRPE q/k table) and "sdpa_mask"
-  where it cannot: measured on CPU (``benchmarks/vit_attention.py``, ``benchmarks/train_step.py``,
-  README) folded is the fastest or within noise of it for training and inference, global and
-  windowed blocks, with the least memory; on CUDA it is the one of the three that reaches the
-  flash / memory-efficient kernels. (The flags ``use_sdpa`` / ``sdpa_rel_pos`` of the
-  previous release are still accepted, with a deprecation warning.);
+  for global attention, but the head dim grows by the grid's height + width);
+  ``"blocked"`` (:func:`fpt.layers.blocked_attention.blocked_rel_pos_attention`) computes
+  blocks of query rows with the bias as the product's additive input and recomputes them in
+  the backward pass (a fused kernel's memory with the plain head dim); ``"explicit"`` is the
+  reference ``softmax(q k^T * scale + bias) v``. ``"auto"`` (default) picks per call, from
+  measurements (``benchmarks/vit_attention.py``, ``benchmarks/train_step.py``, README): on CPU
+  "blocked" where folding would at least double the head dim (global attention: 64 + 64 + 64
+  channels at 1024 px) and "sdpa_folded" where it would not (14 x 14 windows), for training and
+  inference alike; on other devices "sdpa_folded", the one that reaches the flash /
+  memory-efficient kernels; with iRPE q/k tables "sdpa_mask" (neither folding nor blocking holds
+  per-pair terms). (The flags ``use_sdpa`` / ``sdpa_rel_pos`` of the previous release are still
+  accepted, with a deprecation warning.);
 * optional iRPE tables in every attention (``rpe="rpe-2.0-product-ctx-1-k"``, see
   :mod:`fpt.layers.irpe`), zero-initialised so the model starts as the one without;
 * activation checkpointing with :func:`torch.utils.checkpoint.checkpoint` (no fairscale).
@@ -35,8 +40,10 @@ from fvcore.nn import weight_init
 
 from fpt.layers.drop_path import DropPath
 from fpt.layers.irpe import add_irpe_logits, build_rpe, parse_rpe_spec
+from fpt.layers.blocked_attention import blocked_rel_pos_attention
 from fpt.layers.rel_pos import (
     add_decomposed_rel_pos,
+    decomposed_rel_pos_terms,
     decomposed_rel_pos_bias,
     fold_decomposed_rel_pos,
     get_abs_pos,
@@ -54,10 +61,19 @@ __all__ = [
     "get_vit_lr_decay_rate",
     "set_vit_attention_impl",
     "ATTN_IMPLS",
+    "auto_attn_impl",
 ]
 
 # the attention implementations (see the module docstring), all equal up to float rounding
-ATTN_IMPLS = ("explicit", "sdpa_mask", "sdpa_folded")
+ATTN_IMPLS = ("explicit", "sdpa_mask", "sdpa_folded", "blocked")
+
+
+def auto_attn_impl(device, head_dim, grid):
+    """What ``attn_impl="auto"`` runs for rel-pos attention on ``device`` over a token ``grid``
+    (H, W): "blocked" on CPU when folding would at least double the head dim (H + W >= head_dim),
+    else "sdpa_folded" (see the module docstring)."""
+    return "blocked" if device.type == "cpu" and sum(grid) >= head_dim else "sdpa_folded"
+
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +110,19 @@ class Attention(nn.Module):
         use_rel_pos (bool): add the decomposed relative position bias.
         rel_pos_zero_init (bool): zero-init the rel-pos tables (else trunc-normal std 0.02).
         input_size (tuple[int, int]): token grid the rel-pos tables are made for.
-        attn_impl (str): "auto" (default: "sdpa_folded", or "sdpa_mask" with iRPE q/k tables),
-            "sdpa_mask" (fused ``F.scaled_dot_product_attention``, the rel-pos bias as an
-            additive (N x N) mask), "sdpa_folded" (the bias folded into q and k, see
-            :func:`fold_decomposed_rel_pos`; no mask) or "explicit" (the reference).
+        attn_impl (str): "auto" (default: per call, :func:`auto_attn_impl`; "sdpa_mask" with
+            iRPE q/k tables), "sdpa_mask" (fused ``F.scaled_dot_product_attention``, the rel-pos
+            bias as an additive (N x N) mask), "sdpa_folded" (the bias folded into q and k, see
+            :func:`fold_decomposed_rel_pos`; no mask), "blocked" (blocks of query rows with
+            recompute, see :func:`blocked_rel_pos_attention`; traced or compiled, it runs
+            "sdpa_folded") or "explicit" (the reference).
+            Without rel-pos, "sdpa_folded" and "blocked" are SDPA without a mask.
         rpe (str, RPESpec or None): iRPE spec, e.g. "rpe-2.0-product-ctx-1-k" (see
             :func:`fpt.layers.irpe.parse_rpe_spec`), or None. Modules ``rpe_q``, ``rpe_k``,
             ``rpe_v`` (None where the spec has no table), zero-initialised. "sdpa_mask" adds the
             q/k terms to the additive mask; with a v table the explicit path runs instead (SDPA
-            returns no attention weights); "sdpa_folded" cannot hold iRPE (ValueError).
+            returns no attention weights); "sdpa_folded" and "blocked" cannot hold iRPE
+            (ValueError).
         use_sdpa, sdpa_rel_pos: deprecated spelling of ``attn_impl`` (see
             :func:`resolve_attn_impl`).
     """
@@ -154,12 +174,30 @@ class Attention(nn.Module):
         # q, k, v: (B, heads, N, head_dim)
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         impl = self.attn_impl if self.rpe_v is None else "explicit"  # rpe_v needs the weights
-        if impl == "sdpa_folded" and self.use_rel_pos:
+        if impl == "auto":
+            impl = auto_attn_impl(x.device, v.shape[-1], (H, W))
+        if impl == "blocked" and (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            impl = "sdpa_folded"  # the same math in ops that trace, count FLOPs and compile
+        if impl in ("sdpa_folded", "blocked") and not self.use_rel_pos:
+            x = F.scaled_dot_product_attention(q, k, v)
+        elif impl == "sdpa_folded":
             head_dim = v.shape[-1]
             q, k, v = fold_decomposed_rel_pos(
                 q, k, v, self.scale, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W)
             )
             x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)[..., :head_dim]
+        elif impl == "blocked":
+            rel_h, rel_w = decomposed_rel_pos_terms(
+                q.reshape(B * self.num_heads, N, -1), self.rel_pos_h, self.rel_pos_w, (H, W), (H, W)
+            )
+            x = blocked_rel_pos_attention(
+                q,
+                k,
+                v,
+                rel_h.reshape(B, self.num_heads, N, H),
+                rel_w.reshape(B, self.num_heads, N, W),
+                self.scale,
+            )
         elif impl != "explicit":
             bias = None
             if self.use_rel_pos:
@@ -216,9 +254,9 @@ class Attention(nn.Module):
 
 
 def resolve_attn_impl(attn_impl="auto", use_sdpa=None, sdpa_rel_pos=None, rpe=None):
-    """The attention implementation, one of :data:`ATTN_IMPLS`. "auto" is "sdpa_folded", or
-    "sdpa_mask" for an attention with iRPE (``rpe``: its spec, None without), which folding
-    cannot hold.
+    """The attention implementation: one of :data:`ATTN_IMPLS`, or "auto" (chosen per call by
+    :func:`auto_attn_impl`), which is "sdpa_mask" for an attention with iRPE (``rpe``: its spec,
+    None without): folding and blocking cannot hold its per-pair terms.
 
     ``use_sdpa`` / ``sdpa_rel_pos`` are the previous release's flags, accepted for this release
     with a ``FutureWarning``: ``use_sdpa=False`` is "explicit"; otherwise ``sdpa_rel_pos``
@@ -238,7 +276,7 @@ def resolve_attn_impl(attn_impl="auto", use_sdpa=None, sdpa_rel_pos=None, rpe=No
         else:
             attn_impl = "sdpa_folded" if sdpa_rel_pos == "folded" else "sdpa_mask"
     if attn_impl == "auto":
-        attn_impl = "sdpa_mask" if rpe is not None else "sdpa_folded"
+        return "sdpa_mask" if rpe is not None else "auto"
     if attn_impl not in ATTN_IMPLS:
         raise ValueError(
             f"attn_impl={attn_impl!r}: expected auto or one of {', '.join(ATTN_IMPLS)}"
@@ -247,10 +285,15 @@ def resolve_attn_impl(attn_impl="auto", use_sdpa=None, sdpa_rel_pos=None, rpe=No
 
 
 def _check_rpe_impl(rpe, attn_impl):
-    if rpe is not None and attn_impl == "sdpa_folded":
+    if rpe is not None and attn_impl in ("sdpa_folded", "blocked"):
+        how = (
+            "folding needs per-token features"
+            if attn_impl == "sdpa_folded"
+            else ("blocking adds only the decomposed rel-pos terms")
+        )
         raise ValueError(
-            f"iRPE {rpe} cannot be used with attn_impl='sdpa_folded': folding needs per-token "
-            "features, while iRPE terms depend on each (query, key) bucket; "
+            f"iRPE {rpe} cannot be used with attn_impl='{attn_impl}': {how}, "
+            "while iRPE terms depend on each (query, key) bucket; "
             "use attn_impl='sdpa_mask' or 'explicit'"
         )
 
@@ -413,7 +456,8 @@ class ViT(Backbone):
         pretrain_img_size (int): image size of pre-training (pos_embed grid).
         pretrain_use_cls_token (bool): pos_embed has a cls-token slot.
         out_feature (str): name of the output feature.
-        attn_impl (str): "auto", "sdpa_mask", "sdpa_folded" or "explicit" (see :class:`Attention`).
+        attn_impl (str): "auto", "sdpa_mask", "sdpa_folded", "blocked" or "explicit" (see
+            :class:`Attention`).
         rpe (str, RPESpec or None): iRPE spec such as "rpe-2.0-product-ctx-1-k", or None; each
             block gets its own zero-initialised tables (``blocks.{i}.attn.rpe_{q,k,v}``; see
             :class:`Attention` and :class:`Block`).
