@@ -94,7 +94,8 @@ def blocked_rel_pos_attention(q, k, v, rel_h, rel_w, scale, block_elements=None)
             row-major order (key j at row h_j = j // k_w, column w_j = j % k_w).
         v (Tensor): (..., M, Ev) values.
         rel_h (Tensor): (..., N, k_h) and rel_w (Tensor): (..., N, k_w): the decomposed
-            relative-position terms (:func:`fpt.layers.rel_pos.decomposed_rel_pos_terms`), added unscaled.
+            relative-position terms (:func:`fpt.layers.rel_pos.decomposed_rel_pos_terms`),
+            added unscaled.
         scale (float): logit scale of ``q k^T``.
         block_elements (int): logits per block (memory and cache footprint of one block;
             default :data:`BLOCK_ELEMENTS`).

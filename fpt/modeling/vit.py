@@ -289,7 +289,7 @@ def _check_rpe_impl(rpe, attn_impl):
         how = (
             "folding needs per-token features"
             if attn_impl == "sdpa_folded"
-            else ("blocking adds only the decomposed rel-pos terms")
+            else "blocking adds only the decomposed rel-pos terms"
         )
         raise ValueError(
             f"iRPE {rpe} cannot be used with attn_impl='{attn_impl}': {how}, "
